@@ -1,0 +1,18 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in the compute core.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// No GPU adapter could be acquired (no WebGPU in this browser, no Vulkan driver natively).
+    #[error("no GPU adapter is available: {0}")]
+    NoAdapter(String),
+    /// The backend was asked for but this build does not include it.
+    #[error("the {0} backend is not compiled into this build")]
+    NotCompiled(&'static str),
+    /// A GPU computation or read-back failed (for example, the device was lost).
+    #[error("GPU execution failed: {0}")]
+    Execution(String),
+    /// A backend name that is not one of `webgpu`, `wgpu`, `cpu`.
+    #[error("unknown backend {0:?}: expected one of webgpu, wgpu, cpu")]
+    UnknownBackend(String),
+}

@@ -1,0 +1,17 @@
+//! Switchscope's compute core.
+//!
+//! Everything numeric lives here and is written once against burn's device-dispatched
+//! [`Tensor`](burn::Tensor): the same code runs on the browser's WebGPU, on native wgpu
+//! (Vulkan, Metal, DX12) and on burn's Flex CPU backend, which is also the fallback in the
+//! browser when no WebGPU adapter exists.
+//!
+//! - [`backend`]: which backend a computation runs on, and how its device is created (once).
+//! - [`probe`]: a small, fixed computation (matmul → ReLU → softmax) with a plain-Rust
+//!   reference, used to prove that a backend computes what the CPU computes.
+
+pub mod backend;
+pub mod error;
+pub mod probe;
+
+pub use backend::BackendKind;
+pub use error::CoreError;

@@ -1,0 +1,52 @@
+// Launches Debian's Chromium through playwright-core for the end-to-end tests.
+// The flags come from web/webdriver.json, the one place they are kept (wasm-bindgen-test uses it too).
+import { chromium } from 'playwright-core';
+import { mkdtempSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const webdriver = JSON.parse(readFileSync(join(here, '../../web/webdriver.json'), 'utf8'));
+const options = webdriver['goog:chromeOptions'];
+
+/** The app's address, set by `cargo xtask test`. */
+export const BASE_URL = process.env.SWITCHSCOPE_URL ?? 'http://127.0.0.1:8080/';
+
+/** Where screenshots go. */
+export const ARTIFACTS = join(here, 'artifacts');
+
+/**
+ * A fresh browser profile. `webgpu: false` drops --enable-unsafe-webgpu, which leaves
+ * navigator.gpu without an adapter: the CPU fallback path.
+ */
+export async function launch({ webgpu = true } = {}) {
+  const args = options.args.filter(
+    (a) => !a.startsWith('--headless') && (webgpu || a !== '--enable-unsafe-webgpu'),
+  );
+  const profile = mkdtempSync(join(tmpdir(), 'switchscope-e2e-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: options.binary,
+    headless: true,
+    args,
+  });
+  const page = context.pages()[0] ?? (await context.newPage());
+  const console = [];
+  page.on('console', (m) => console.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => console.push(`pageerror: ${e.message}`));
+  return {
+    context,
+    page,
+    console,
+    async close() {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Saves a screenshot of the page under tests/e2e/artifacts/. */
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}

@@ -1,0 +1,3 @@
+//! The UI, one module per feature.
+
+pub mod backend_check;

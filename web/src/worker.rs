@@ -1,0 +1,138 @@
+//! The compute worker: receives [`Request`]s, computes, answers with [`Response`]s.
+//!
+//! Runs in a dedicated Web Worker so the page never waits on the GPU or the CPU backend.
+//! WebGPU is available in dedicated workers, and burn's WebGPU device is created here, once.
+
+use std::cell::Cell;
+
+use switchscope_core::{BackendKind, backend, probe};
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+use crate::gpu;
+use crate::protocol::{BackendPreference, ProbeReport, Request, Response};
+
+thread_local! {
+    /// Set once WebGPU failed to initialise in this worker, so later requests do not retry.
+    static WEBGPU_BROKEN: Cell<bool> = const { Cell::new(false) };
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+fn post(response: &Response) {
+    let json = serde_json::to_string(response).unwrap_or_else(|e| {
+        format!(r#"{{"type":"error","message":"could not encode a reply: {e}"}}"#)
+    });
+    if let Err(e) = scope().post_message(&JsValue::from_str(&json)) {
+        web_sys::console::error_1(&e);
+    }
+}
+
+/// Installs the message handler and tells the page that the worker is ready.
+pub fn start() {
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        let Some(text) = event.data().as_string() else {
+            post(&Response::Error {
+                message: "the worker expects JSON text messages".into(),
+            });
+            return;
+        };
+        match serde_json::from_str::<Request>(&text) {
+            Ok(request) => wasm_bindgen_futures::spawn_local(async move {
+                post(&handle(request).await);
+            }),
+            Err(e) => post(&Response::Error {
+                message: format!("unreadable request: {e}"),
+            }),
+        }
+    });
+    scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    on_message.forget();
+    post(&Response::Ready);
+}
+
+async fn handle(request: Request) -> Response {
+    match request {
+        Request::Probe { backend } => match run_probe(backend).await {
+            Ok(report) => Response::Probe(report),
+            Err(message) => Response::Error { message },
+        },
+    }
+}
+
+/// Chooses the backend for `preference`: the WebGPU adapter's description, or why the CPU.
+async fn choose(
+    preference: BackendPreference,
+) -> Result<
+    (
+        BackendKind,
+        Option<crate::protocol::AdapterInfo>,
+        Option<String>,
+    ),
+    String,
+> {
+    if preference == BackendPreference::Cpu {
+        return Ok((
+            BackendKind::Cpu,
+            None,
+            Some("the CPU backend was requested (backend=cpu)".into()),
+        ));
+    }
+    if WEBGPU_BROKEN.get() && preference == BackendPreference::Auto {
+        return Ok((
+            BackendKind::Cpu,
+            None,
+            Some("WebGPU failed earlier in this session".into()),
+        ));
+    }
+    match gpu::find_adapter().await {
+        Ok(adapter) => Ok((BackendKind::Webgpu, Some(adapter), None)),
+        Err(reason) if preference == BackendPreference::Auto => {
+            Ok((BackendKind::Cpu, None, Some(reason)))
+        }
+        Err(reason) => Err(format!(
+            "WebGPU was requested (backend=webgpu) but {reason}"
+        )),
+    }
+}
+
+async fn run_probe(preference: BackendPreference) -> Result<ProbeReport, String> {
+    let (mut kind, adapter, mut fallback_reason) = choose(preference).await?;
+    let start = gpu::now_ms();
+    let device = match backend::gpu_device(kind).await {
+        Ok(device) => device,
+        Err(e) if preference == BackendPreference::Auto => {
+            WEBGPU_BROKEN.set(true);
+            kind = BackendKind::Cpu;
+            fallback_reason = Some(format!("WebGPU could not be initialised: {e}"));
+            backend::cpu_device()
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let result = probe::run(&device).await.map_err(|e| e.to_string())?;
+    let backend_ms = gpu::now_ms() - start;
+
+    let start = gpu::now_ms();
+    let cpu_result = probe::run(&backend::cpu_device())
+        .await
+        .map_err(|e| e.to_string())?;
+    let cpu_ms = gpu::now_ms() - start;
+
+    let max_abs_diff = probe::max_abs_diff(&result, &cpu_result);
+    let reference_diff = probe::max_abs_diff(&result, &probe::reference());
+    Ok(ProbeReport {
+        backend: kind,
+        fallback_reason,
+        adapter,
+        matches: max_abs_diff <= probe::TOLERANCE && reference_diff <= probe::TOLERANCE,
+        result,
+        cpu_result,
+        max_abs_diff,
+        reference_diff,
+        backend_ms,
+        cpu_ms,
+    })
+}

@@ -1,0 +1,52 @@
+//! Project commands: `cargo xtask serve` and `cargo xtask test` (see the README).
+//!
+//! Each command installs what it needs first (see [`tools`]), so both work on a fresh machine.
+
+mod serve;
+mod test;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [options]
+
+commands:
+  serve [--port N] [--skip-build]   build the web app in release and serve it on 127.0.0.1:N (8080)
+  test                              install what tests need, then run every test (fmt, clippy,
+                                    native, wasm in Chromium, end-to-end); stops at the first failure
+  build-web                         build the web app in release into dist/
+  setup                             only install the tools the other commands need
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => serve::run(&args[1..]),
+        Some("test") => test::run(&args[1..]),
+        Some("build-web") => tools::ensure_web_tools().and_then(|t| serve::build_web(&t)),
+        Some("setup") => tools::ensure_all().map(|_| ()),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(anyhow::anyhow!("unknown command {other:?}\n\n{USAGE}")),
+        None => Err(anyhow::anyhow!("a command is required\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
