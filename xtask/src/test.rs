@@ -21,7 +21,7 @@ use crate::tools::{self, Tools, WASM_TARGET};
 type Step = fn(&Tools) -> Result<()>;
 
 /// Crates tested natively (the web crate is tested in the browser instead).
-const NATIVE: &[&str] = &["switchscope-core", "xtask"];
+const NATIVE: &[&str] = &["switchscope-core", "switchscope-cli", "xtask"];
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(arg) = args.first() {

@@ -12,7 +12,30 @@ pub enum CoreError {
     /// A GPU computation or read-back failed (for example, the device was lost).
     #[error("GPU execution failed: {0}")]
     Execution(String),
+    /// A configuration this implementation cannot run, naming the key.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    /// Weights missing, of the wrong shape or in an unreadable format; names the tensor or file.
+    #[error("{0}")]
+    Weights(String),
+    /// Bad input from the caller (empty sequence, id outside the vocabulary, ...).
+    #[error("{0}")]
+    Input(String),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// A backend name that is not one of `webgpu`, `wgpu`, `cpu`.
     #[error("unknown backend {0:?}: expected one of webgpu, wgpu, cpu")]
     UnknownBackend(String),
+}
+
+impl CoreError {
+    /// An I/O error on `path`.
+    pub fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.display().to_string(), source }
+    }
 }

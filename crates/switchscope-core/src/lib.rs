@@ -6,12 +6,19 @@
 //! browser when no WebGPU adapter exists.
 //!
 //! - [`backend`]: which backend a computation runs on, and how its device is created (once).
+//! - [`model`]: the Switch Transformer (config, layers, routing, generation, weight loading).
+//! - [`torch_pickle`]: reads `pytorch_model.bin` checkpoints without Python.
 //! - [`probe`]: a small, fixed computation (matmul → ReLU → softmax) with a plain-Rust
 //!   reference, used to prove that a backend computes what the CPU computes.
 
 pub mod backend;
 pub mod error;
+pub mod model;
 pub mod probe;
+pub mod torch_pickle;
 
 pub use backend::BackendKind;
 pub use error::CoreError;
+
+/// burn's tensor API, re-exported so that dependants use the same version.
+pub use burn::tensor;

@@ -1,0 +1,239 @@
+//! The Switch Transformer: T5's encoder-decoder whose feed-forward layer is, every
+//! `sparse_step` blocks, a top-1 routed mixture of experts.
+//!
+//! Module and field names mirror the checkpoint keys (`shared`, `encoder.block.{i}`,
+//! `layer.{j}.SelfAttention.q`, `mlp.router.classifier`, `mlp.experts.expert_{e}.wi`, ...),
+//! so loading is nearly the identity (see [`weights`]). One code path serves every backend.
+
+pub mod attention;
+pub mod config;
+pub mod generate;
+pub mod layers;
+pub mod routing;
+pub mod stack;
+pub mod weights;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+pub use config::{Stack as StackKind, SwitchConfig};
+pub use routing::LayerRouting;
+use stack::{DecoderCache, Stack, StackRun};
+
+use crate::CoreError;
+use layers::linear;
+
+/// The whole model (`SwitchTransformersForConditionalGeneration`).
+#[derive(Module, Debug)]
+pub struct SwitchModel {
+    /// `shared.weight`: `[vocab, d_model]`, the embeddings of both stacks (and the LM head when
+    /// tied).
+    pub shared: Param<Tensor<2>>,
+    pub encoder: Stack,
+    pub decoder: Stack,
+    /// `lm_head.weight` when the embeddings are not tied.
+    pub lm_head: Option<Param<Tensor<2>>>,
+    /// `d_model^-0.5` when tied (applied before the LM head), else 1.
+    pub output_scale: f64,
+}
+
+/// A batch of token sequences padded to one length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    /// Row-major `[batch, len]`.
+    pub ids: Vec<u32>,
+    /// Row-major `[batch, len]`; false at padding.
+    pub mask: Vec<bool>,
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl TokenBatch {
+    /// Pads `rows` with `pad` to the longest.
+    ///
+    /// # Errors
+    /// [`CoreError::Input`] for an empty batch or an empty sequence.
+    pub fn new(rows: &[Vec<u32>], pad: u32) -> Result<Self, CoreError> {
+        let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+        if rows.is_empty() || rows.iter().any(Vec::is_empty) {
+            return Err(CoreError::Input("a sequence of tokens must not be empty".into()));
+        }
+        let mut ids = Vec::with_capacity(rows.len() * len);
+        let mut mask = Vec::with_capacity(rows.len() * len);
+        for row in rows {
+            ids.extend(row.iter().copied().chain(std::iter::repeat_n(pad, len - row.len())));
+            mask.extend((0..len).map(|i| i < row.len()));
+        }
+        Ok(Self { ids, mask, batch: rows.len(), len })
+    }
+
+    /// Sets the mask explicitly (e.g. from a reference `attention_mask`).
+    ///
+    /// # Errors
+    /// [`CoreError::Input`] when the mask has the wrong length.
+    pub fn with_mask(mut self, mask: Vec<bool>) -> Result<Self, CoreError> {
+        if mask.len() != self.ids.len() {
+            return Err(CoreError::Input("attention mask and ids differ in length".into()));
+        }
+        self.mask = mask;
+        Ok(self)
+    }
+}
+
+/// Settings of one run that do not change the weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Replaces `expert_capacity` with `ceil(tokens / experts × factor)` per sequence.
+    pub capacity_factor: Option<f64>,
+}
+
+/// The encoder's output for a batch, kept for decoding.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// `[batch, seq, d_model]`, after the final norm.
+    pub hidden: Tensor<3>,
+    /// `[batch, 1, 1, seq]`, true at padding.
+    pub padding: Tensor<4, Bool>,
+    /// Per sequence, per sparse encoder layer.
+    pub routing: Vec<Vec<LayerRouting>>,
+}
+
+/// Logits and routing of a teacher-forced pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForwardOutput {
+    /// `[batch][decoder position][vocab]`.
+    pub logits: Vec<Vec<Vec<f32>>>,
+    /// Per sequence: encoder sparse layers, then decoder sparse layers.
+    pub routing: Vec<Vec<LayerRouting>>,
+}
+
+impl SwitchModel {
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.shared.val().device()
+    }
+
+    fn run(&self, config: &SwitchConfig, kind: StackKind, options: RunOptions) -> StackRun {
+        StackRun {
+            kind,
+            num_buckets: config.relative_attention_num_buckets,
+            max_distance: config.relative_attention_max_distance,
+            capacity_factor: options.capacity_factor,
+            expert_capacity: config.expert_capacity,
+            num_experts: config.num_experts,
+        }
+    }
+
+    fn embed(&self, ids: &[u32], batch: usize, len: usize) -> Tensor<3> {
+        let device = self.device();
+        let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(ids, [batch * len]), &device);
+        let table = self.shared.val();
+        let [_, d] = table.dims();
+        table.select(0, index).reshape([batch, len, d])
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<(), CoreError> {
+        let [vocab, _] = self.shared.val().dims();
+        match ids.iter().find(|&&i| i as usize >= vocab) {
+            Some(bad) => Err(CoreError::Input(format!("token id {bad} is outside the vocabulary of {vocab}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the encoder.
+    ///
+    /// # Errors
+    /// [`CoreError::Input`] for ids outside the vocabulary; execution errors.
+    pub async fn encode(
+        &self,
+        config: &SwitchConfig,
+        input: &TokenBatch,
+        options: RunOptions,
+    ) -> Result<Encoded, CoreError> {
+        self.check_ids(&input.ids)?;
+        let device = self.device();
+        let h = self.embed(&input.ids, input.batch, input.len);
+        let pad: Vec<bool> = input.mask.iter().map(|m| !m).collect();
+        let padding = Tensor::<4, Bool>::from_data(
+            TensorData::new(pad, [input.batch, 1, 1, input.len]),
+            &device,
+        );
+        let run = self.run(config, StackKind::Encoder, options);
+        let (hidden, routing) = self.encoder.encode(h, padding.clone(), &run).await?;
+        Ok(Encoded { hidden, padding, routing })
+    }
+
+    /// A fresh decoder cache for `encoded` (cross-attention keys and values computed once).
+    pub fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
+        let mut cache = DecoderCache::default();
+        self.decoder.prepare_cross(&encoded.hidden, &mut cache);
+        cache
+    }
+
+    /// Decodes `ids` (`[batch, new]`, continuing `cache`) to logits.
+    ///
+    /// # Shapes
+    /// - output logits: `[batch, new, vocab]`
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub async fn decode(
+        &self,
+        config: &SwitchConfig,
+        encoded: &Encoded,
+        cache: &mut DecoderCache,
+        ids: &[u32],
+        batch: usize,
+        options: RunOptions,
+    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>), CoreError> {
+        self.check_ids(ids)?;
+        let len = ids.len() / batch;
+        let h = self.embed(ids, batch, len);
+        let run = self.run(config, StackKind::Decoder, options);
+        let (h, routing) = self.decoder.decode(h, encoded.padding.clone(), cache, &run).await?;
+        let h = if self.output_scale == 1.0 { h } else { h.mul_scalar(self.output_scale) };
+        let logits = match &self.lm_head {
+            Some(head) => linear(h, head),
+            None => linear(h, &self.shared),
+        };
+        Ok((logits, routing))
+    }
+
+    /// A teacher-forced pass: encoder over `input`, decoder over `decoder_input` (no cache).
+    ///
+    /// # Errors
+    /// As [`Self::encode`]; [`CoreError::Input`] when the batch sizes differ.
+    pub async fn forward(
+        &self,
+        config: &SwitchConfig,
+        input: &TokenBatch,
+        decoder_input: &TokenBatch,
+        options: RunOptions,
+    ) -> Result<ForwardOutput, CoreError> {
+        if input.batch != decoder_input.batch {
+            return Err(CoreError::Input("encoder and decoder batches differ in size".into()));
+        }
+        let encoded = self.encode(config, input, options).await?;
+        let mut cache = self.start_decoding(&encoded);
+        let (logits, decoder_routing) = self
+            .decode(config, &encoded, &mut cache, &decoder_input.ids, decoder_input.batch, options)
+            .await?;
+        let [b, t, v] = logits.dims();
+        let flat = routing::read_f32(logits).await?;
+        let logits = (0..b)
+            .map(|i| (0..t).map(|j| flat[(i * t + j) * v..(i * t + j + 1) * v].to_vec()).collect())
+            .collect();
+        let routing = encoded
+            .routing
+            .into_iter()
+            .zip(decoder_routing)
+            .map(|(mut enc, dec)| {
+                enc.extend(dec);
+                enc
+            })
+            .collect();
+        Ok(ForwardOutput { logits, routing })
+    }
+}

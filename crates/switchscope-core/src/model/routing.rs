@@ -1,0 +1,166 @@
+//! The router and the sparse (mixture-of-experts) feed-forward layer.
+//!
+//! Routing is decided on the host: the router's probabilities are read back (the trace needs
+//! them anyway, and the runtime fetches an expert only once the router has picked it), then
+//! each expert runs on the rows routed to it and its output is scattered back.
+
+use burn::module::{Module, Param};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation};
+use serde::{Deserialize, Serialize};
+
+use super::config::Stack;
+use super::layers::{DenseActDense, linear};
+use crate::CoreError;
+
+/// `SwitchTransformersTop1Router.classifier`: `[num_experts, d_model]` (+ optional bias).
+#[derive(Module, Debug)]
+pub struct Router {
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+/// `SwitchTransformersSparseMLP`: a router and its experts.
+#[derive(Module, Debug)]
+pub struct SparseMlp {
+    pub router: Router,
+    pub experts: Vec<DenseActDense>,
+}
+
+/// What the router did with one sequence in one sparse layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRouting {
+    pub stack: Stack,
+    pub block: usize,
+    /// Per token: the expert that processed it, or −1 when capacity dropped it.
+    pub expert: Vec<i32>,
+    /// Per token: the expert the router chose (argmax), dropped or not.
+    pub chosen: Vec<u32>,
+    /// Per token: the router probability of the chosen expert (the output's scale).
+    pub weight: Vec<f32>,
+    /// Per token: the router's probabilities over all experts.
+    pub probs: Vec<Vec<f32>>,
+    /// Tokens each expert could take in this sequence.
+    pub capacity: usize,
+}
+
+impl LayerRouting {
+    /// Whether token `t` was dropped by expert capacity.
+    pub fn dropped(&self, t: usize) -> bool {
+        self.expert[t] < 0
+    }
+}
+
+/// Top-1 routing of one sequence from its probabilities (`tokens × experts`, row-major):
+/// argmax with ties to the lowest index, then capacity counted in position order.
+pub fn route_sequence(probs: &[f32], experts: usize, capacity: usize) -> (Vec<i32>, Vec<u32>, Vec<f32>) {
+    let tokens = probs.len() / experts;
+    let mut load = vec![0usize; experts];
+    let (mut expert, mut chosen, mut weight) =
+        (Vec::with_capacity(tokens), Vec::with_capacity(tokens), Vec::with_capacity(tokens));
+    for row in probs.chunks_exact(experts) {
+        let mut best = 0;
+        for (e, &p) in row.iter().enumerate() {
+            if p > row[best] {
+                best = e;
+            }
+        }
+        load[best] += 1;
+        chosen.push(best as u32);
+        weight.push(row[best]);
+        expert.push(if load[best] <= capacity { best as i32 } else { -1 });
+    }
+    (expert, chosen, weight)
+}
+
+impl SparseMlp {
+    /// Routes every sequence of `x`, runs each expert on its tokens and combines.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` (already layer-normed) → same
+    ///
+    /// # Errors
+    /// [`CoreError::Execution`] if the router's probabilities cannot be read back.
+    pub async fn forward(
+        &self,
+        x: Tensor<3>,
+        capacity: usize,
+        (stack, block): (Stack, usize),
+    ) -> Result<(Tensor<3>, Vec<LayerRouting>), CoreError> {
+        let [b, s, d] = x.dims();
+        let device = x.device();
+        let experts = self.experts.len();
+        let mut logits = linear(x.clone(), &self.router.weight);
+        if let Some(bias) = &self.router.bias {
+            logits = logits + bias.val().unsqueeze::<3>();
+        }
+        let probs = activation::softmax(logits, 2);
+        let host = read_f32(probs).await?;
+
+        let mut traces = Vec::with_capacity(b);
+        let mut rows: Vec<Vec<(i64, f32)>> = vec![Vec::new(); experts];
+        for (i, seq) in host.chunks_exact(s * experts).enumerate() {
+            let (expert, chosen, weight) = route_sequence(seq, experts, capacity);
+            for (t, &e) in expert.iter().enumerate() {
+                if e >= 0 {
+                    rows[e as usize].push(((i * s + t) as i64, weight[t]));
+                }
+            }
+            traces.push(LayerRouting {
+                stack,
+                block,
+                expert,
+                chosen,
+                weight,
+                probs: seq.chunks_exact(experts).map(<[f32]>::to_vec).collect(),
+                capacity,
+            });
+        }
+
+        let flat = x.reshape([b * s, d]);
+        let mut out = Tensor::<2>::zeros([b * s, d], &device);
+        for (e, tokens) in rows.iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            let n = tokens.len();
+            let index: Vec<i64> = tokens.iter().map(|&(i, _)| i).collect();
+            let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
+            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
+            let scale = Tensor::<2>::from_data(TensorData::new(scale, [n, 1]), &device);
+            let y = self.experts[e].forward_rows(flat.clone().select(0, index.clone())) * scale;
+            out = out.select_assign(0, index, y, IndexingUpdateOp::Assign);
+        }
+        Ok((out.reshape([b, s, d]), traces))
+    }
+}
+
+/// Reads a float tensor back to the host (asynchronously: the only way in a browser).
+///
+/// # Errors
+/// [`CoreError::Execution`] when the device fails.
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, CoreError> {
+    t.into_data_async()
+        .await
+        .map_err(|e| CoreError::Execution(e.to_string()))?
+        .try_into_vec::<f32>()
+        .map_err(|e| CoreError::Execution(format!("{e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_drops_in_position_order_and_ties_go_low() {
+        let probs = [
+            0.5, 0.5, 0.0, // tie → expert 0
+            0.7, 0.2, 0.1, // 0
+            0.6, 0.3, 0.1, // 0, over capacity 2 → dropped
+            0.1, 0.1, 0.8, // 2
+        ];
+        let (expert, chosen, weight) = route_sequence(&probs, 3, 2);
+        assert_eq!(expert, vec![0, 0, -1, 2]);
+        assert_eq!(chosen, vec![0, 0, 0, 2]);
+        assert_eq!(weight, vec![0.5, 0.7, 0.6, 0.8]);
+    }
+}

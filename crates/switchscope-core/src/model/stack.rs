@@ -1,0 +1,207 @@
+//! Blocks and stacks: `encoder.block.{i}` and `decoder.block.{i}`.
+
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+use super::attention::{Attention, KeyValue, apply_mask};
+use super::config::Stack as StackKind;
+use super::layers::{DenseActDense, LayerNorm};
+use super::routing::{LayerRouting, SparseMlp};
+use crate::CoreError;
+
+/// One transformer block. Encoder: `layer.0` self-attention, `layer.1` feed-forward. Decoder:
+/// `layer.0` self-attention, `layer.1` cross-attention (`EncDecAttention`), `layer.2` FF.
+#[derive(Module, Debug)]
+pub struct Block {
+    pub self_attention: Attention,
+    pub self_attention_norm: LayerNorm,
+    pub cross_attention: Option<Attention>,
+    pub cross_attention_norm: Option<LayerNorm>,
+    /// A dense block's FFN (`layer.N.mlp`).
+    pub dense: Option<DenseActDense>,
+    /// A sparse block's experts and router (`layer.N.mlp`).
+    pub sparse: Option<SparseMlp>,
+    pub ff_norm: LayerNorm,
+}
+
+/// A stack of blocks and its final norm.
+#[derive(Module, Debug)]
+pub struct Stack {
+    pub block: Vec<Block>,
+    pub final_layer_norm: LayerNorm,
+}
+
+/// Cached keys and values of one decoder: self-attention grows by one position per step,
+/// cross-attention is computed once from the encoder output.
+#[derive(Debug, Clone, Default)]
+pub struct DecoderCache {
+    pub self_kv: Vec<KeyValue>,
+    pub cross_kv: Vec<KeyValue>,
+    /// Positions already decoded.
+    pub len: usize,
+}
+
+/// Per-call settings of a stack's forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct StackRun {
+    pub kind: StackKind,
+    pub num_buckets: usize,
+    pub max_distance: usize,
+    /// Capacity factor override (see [`super::SwitchConfig::capacity`]).
+    pub capacity_factor: Option<f64>,
+    /// The configured expert capacity.
+    pub expert_capacity: usize,
+    pub num_experts: usize,
+}
+
+impl StackRun {
+    fn capacity(&self, tokens: usize) -> usize {
+        match self.capacity_factor {
+            Some(cf) => ((tokens as f64 / self.num_experts as f64) * cf).ceil() as usize,
+            None => self.expert_capacity,
+        }
+    }
+}
+
+impl Block {
+    async fn feed_forward(
+        &self,
+        h: Tensor<3>,
+        capacity: usize,
+        at: (StackKind, usize),
+        routing: &mut Vec<Vec<LayerRouting>>,
+    ) -> Result<Tensor<3>, CoreError> {
+        let normed = self.ff_norm.forward(h.clone());
+        let out = if let Some(sparse) = &self.sparse {
+            let (out, traces) = sparse.forward(normed, capacity, at).await?;
+            for (row, trace) in traces.into_iter().enumerate() {
+                routing[row].push(trace);
+            }
+            out
+        } else if let Some(dense) = &self.dense {
+            dense.forward(normed)
+        } else {
+            return Err(CoreError::Weights(format!("{} block {} has no feed-forward layer", at.0.as_str(), at.1)));
+        };
+        Ok(h + out)
+    }
+}
+
+impl Stack {
+    /// The encoder: embeddings in, normed hidden states out, plus the routing of every sparse
+    /// layer per sequence.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, seq, d_model]` embeddings; `key_padding`: `[batch, 1, 1, seq]` (true = pad)
+    pub async fn encode(
+        &self,
+        mut h: Tensor<3>,
+        key_padding: Tensor<4, Bool>,
+        run: &StackRun,
+    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>), CoreError> {
+        let [b, s, _] = h.dims();
+        let device = h.device();
+        let bias = self.block[0].self_attention.position_bias(
+            0,
+            s,
+            s,
+            true,
+            (run.num_buckets, run.max_distance),
+            &device,
+        );
+        let bias = apply_mask(bias, key_padding);
+        let mut routing = vec![Vec::new(); b];
+        for (i, block) in self.block.iter().enumerate() {
+            let normed = block.self_attention_norm.forward(h.clone());
+            let kv = block.self_attention.key_value(normed.clone());
+            h = h + block.self_attention.forward(normed, &kv, bias.clone());
+            h = block.feed_forward(h, run.capacity(s), (run.kind, i), &mut routing).await?;
+        }
+        Ok((self.final_layer_norm.forward(h), routing))
+    }
+
+    /// Fills `cache.cross_kv` from the encoder output (once per prompt).
+    pub fn prepare_cross(&self, encoded: &Tensor<3>, cache: &mut DecoderCache) {
+        cache.cross_kv = self
+            .block
+            .iter()
+            .map(|b| {
+                b.cross_attention
+                    .as_ref()
+                    .expect("decoder blocks have cross-attention")
+                    .key_value(encoded.clone())
+            })
+            .collect();
+    }
+
+    /// The decoder over `h` (embeddings of the new positions), continuing `cache`.
+    ///
+    /// # Shapes
+    /// - `h`: `[batch, new, d_model]`; `encoder_padding`: `[batch, 1, 1, seq]`
+    /// - output: `[batch, new, d_model]` (after the final norm)
+    pub async fn decode(
+        &self,
+        mut h: Tensor<3>,
+        encoder_padding: Tensor<4, Bool>,
+        cache: &mut DecoderCache,
+        run: &StackRun,
+    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>), CoreError> {
+        let [b, t, _] = h.dims();
+        let device = h.device();
+        let past = cache.len;
+        let keys = past + t;
+        let bias = self.block[0].self_attention.position_bias(
+            past,
+            t,
+            keys,
+            false,
+            (run.num_buckets, run.max_distance),
+            &device,
+        );
+        let bias = apply_mask(bias, causal_mask(b, past, t, &device));
+        let [_, _, _, s] = encoder_padding.dims();
+        let heads = self.block[0].self_attention.n_heads;
+        let cross_bias = apply_mask(Tensor::zeros([1, heads, t, s], &device), encoder_padding);
+        let mut routing = vec![Vec::new(); b];
+        let fresh = cache.self_kv.is_empty();
+        for (i, block) in self.block.iter().enumerate() {
+            let normed = block.self_attention_norm.forward(h.clone());
+            let new_kv = block.self_attention.key_value(normed.clone());
+            let kv = if fresh {
+                cache.self_kv.push(new_kv);
+                &cache.self_kv[i]
+            } else {
+                let old = &mut cache.self_kv[i];
+                old.k = Tensor::cat(vec![old.k.clone(), new_kv.k], 2);
+                old.v = Tensor::cat(vec![old.v.clone(), new_kv.v], 2);
+                &cache.self_kv[i]
+            };
+            h = h + block.self_attention.forward(normed, kv, bias.clone());
+
+            let cross = block.cross_attention.as_ref().ok_or_else(|| {
+                CoreError::Weights(format!("decoder block {i} has no cross-attention"))
+            })?;
+            let norm = block.cross_attention_norm.as_ref().ok_or_else(|| {
+                CoreError::Weights(format!("decoder block {i} has no cross-attention norm"))
+            })?;
+            let normed = norm.forward(h.clone());
+            h = h + cross.forward(normed, &cache.cross_kv[i], cross_bias.clone());
+            h = block.feed_forward(h, run.capacity(t), (run.kind, i), &mut routing).await?;
+        }
+        cache.len = keys;
+        Ok((self.final_layer_norm.forward(h), routing))
+    }
+}
+
+/// True where query `past + i` would attend to a later key.
+///
+/// # Shapes
+/// - output: `[batch, 1, queries, past + queries]`
+fn causal_mask(batch: usize, past: usize, queries: usize, device: &Device) -> Tensor<4, Bool> {
+    let keys = past + queries;
+    let data: Vec<bool> = (0..queries)
+        .flat_map(|i| (0..keys).map(move |j| j > past + i))
+        .collect();
+    Tensor::<4, Bool>::from_data(TensorData::new(data, [1, 1, queries, keys]), device)
+        .expand([batch, 1, queries, keys])
+}
