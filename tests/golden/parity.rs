@@ -32,7 +32,13 @@ fn ids(v: &Value) -> Vec<Vec<u32>> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as u32)
+                .collect()
+        })
         .collect()
 }
 
@@ -48,7 +54,10 @@ fn max_diff(reference: &Value, ours: &[f32], what: &str) -> f32 {
     let mut want = Vec::new();
     flat(reference, &mut want);
     assert_eq!(want.len(), ours.len(), "{what}: element count");
-    want.iter().zip(ours).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    want.iter()
+        .zip(ours)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
 }
 
 fn load(name: &str, device: &Device) -> (SwitchConfig, SwitchModel) {
@@ -56,21 +65,40 @@ fn load(name: &str, device: &Device) -> (SwitchConfig, SwitchModel) {
 }
 
 /// Compares our routing of sequence `row` (all sparse layers in order) with the reference's.
-fn check_routing(name: &str, ours: &[LayerRouting], reference: &Value, row: Option<usize>, tol: f32) {
+fn check_routing(
+    name: &str,
+    ours: &[LayerRouting],
+    reference: &Value,
+    row: Option<usize>,
+    tol: f32,
+) {
     let layers = reference.as_array().unwrap();
     assert_eq!(ours.len(), layers.len(), "{name}: sparse layer count");
     for (got, want) in ours.iter().zip(layers) {
-        assert_eq!(got.stack.as_str(), want["stack"].as_str().unwrap(), "{name}: stack order");
-        assert_eq!(got.block as u64, want["block"].as_u64().unwrap(), "{name}: block order");
+        assert_eq!(
+            got.stack.as_str(),
+            want["stack"].as_str().unwrap(),
+            "{name}: stack order"
+        );
+        assert_eq!(
+            got.block as u64,
+            want["block"].as_u64().unwrap(),
+            "{name}: block order"
+        );
         let (experts, probs) = match row {
             Some(r) => (&want["expert"][r], &want["probs"][r]),
             None => (&want["expert"], &want["probs"]),
         };
-        let want_experts: Vec<i64> =
-            experts.as_array().unwrap().iter().map(|e| e.as_i64().unwrap()).collect();
+        let want_experts: Vec<i64> = experts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_i64().unwrap())
+            .collect();
         let got_experts: Vec<i64> = got.expert.iter().map(|&e| i64::from(e)).collect();
         assert_eq!(
-            got_experts, want_experts,
+            got_experts,
+            want_experts,
             "{name}: {} block {} routes differently",
             got.stack.as_str(),
             got.block
@@ -86,44 +114,83 @@ async fn check_fixture(name: &str, device: &Device, tol: f32) {
     let (config, model) = load(name, device);
 
     // A batch of two sequences of different lengths, padded, with the attention mask.
-    let mask: Vec<bool> = ids(&reference["attention_mask"]).concat().iter().map(|&m| m == 1).collect();
+    let mask: Vec<bool> = ids(&reference["attention_mask"])
+        .concat()
+        .iter()
+        .map(|&m| m == 1)
+        .collect();
     let input = TokenBatch::new(&ids(&reference["input_ids"]), config.pad_token_id)
         .unwrap()
         .with_mask(mask)
         .unwrap();
-    let decoder = TokenBatch::new(&ids(&reference["decoder_input_ids"]), config.pad_token_id).unwrap();
-    let out = model.forward(&config, &input, &decoder, RunOptions::default()).await.unwrap();
+    let decoder =
+        TokenBatch::new(&ids(&reference["decoder_input_ids"]), config.pad_token_id).unwrap();
+    let out = model
+        .forward(&config, &input, &decoder, RunOptions::default())
+        .await
+        .unwrap();
     let logits: Vec<f32> = out.logits.iter().flatten().flatten().copied().collect();
     let d = max_diff(&reference["logits"], &logits, "logits");
-    assert!(d <= tol, "{name}: batch logits differ by {d} (tolerance {tol})");
+    assert!(
+        d <= tol,
+        "{name}: batch logits differ by {d} (tolerance {tol})"
+    );
     for row in 0..2 {
-        check_routing(name, &out.routing[row], &reference["routing"], Some(row), tol);
+        check_routing(
+            name,
+            &out.routing[row],
+            &reference["routing"],
+            Some(row),
+            tol,
+        );
     }
-    let encoded = model.encode(&config, &input, RunOptions::default()).await.unwrap();
-    let hidden = switchscope_core::model::routing::read_f32(encoded.hidden).await.unwrap();
-    let d = max_diff(&reference["encoder_last_hidden_state"], &hidden, "encoder states");
+    let encoded = model
+        .encode(&config, &input, RunOptions::default())
+        .await
+        .unwrap();
+    let hidden = switchscope_core::model::routing::read_f32(encoded.hidden)
+        .await
+        .unwrap();
+    let d = max_diff(
+        &reference["encoder_last_hidden_state"],
+        &hidden,
+        "encoder states",
+    );
     assert!(d <= tol, "{name}: encoder states differ by {d}");
 
     // One unpadded sequence, as `switchscope forward` runs it.
     let single = &reference["single"];
-    let input = TokenBatch::new(&[ids(&Value::Array(vec![single["input_ids"].clone()]))[0].clone()], 0).unwrap();
-    let decoder =
-        TokenBatch::new(&[ids(&Value::Array(vec![single["decoder_input_ids"].clone()]))[0].clone()], 0).unwrap();
-    let out = model.forward(&config, &input, &decoder, RunOptions::default()).await.unwrap();
+    // Stored with a batch dimension of one.
+    let input = TokenBatch::new(&ids(&single["input_ids"]), 0).unwrap();
+    let decoder = TokenBatch::new(&ids(&single["decoder_input_ids"]), 0).unwrap();
+    let out = model
+        .forward(&config, &input, &decoder, RunOptions::default())
+        .await
+        .unwrap();
     let logits: Vec<f32> = out.logits[0].iter().flatten().copied().collect();
     let d = max_diff(&single["logits"], &logits, "single logits");
     assert!(d <= tol, "{name}: single logits differ by {d}");
-    check_routing(name, &out.routing[0], &single["routing"], None, tol);
+    check_routing(name, &out.routing[0], &single["routing"], Some(0), tol);
 
     // Greedy generation, with and without the cache.
     for case in reference["greedy"].as_array().unwrap() {
         let input: Vec<u32> = ids(&Value::Array(vec![case["input_ids"].clone()]))[0].clone();
         let max_new_tokens = case["max_new_tokens"].as_u64().unwrap() as usize;
         for (use_cache, key) in [(true, "output_ids_cache"), (false, "output_ids_no_cache")] {
-            let options = GenerateOptions { max_new_tokens, use_cache, ..GenerateOptions::default() };
-            let generation = model.generate(&config, &input, &options, |_| true).await.unwrap();
+            let options = GenerateOptions {
+                max_new_tokens,
+                use_cache,
+                ..GenerateOptions::default()
+            };
+            let generation = model
+                .generate(&config, &input, &options, |_| true)
+                .await
+                .unwrap();
             let want = ids(&Value::Array(vec![case[key].clone()]))[0].clone();
-            assert_eq!(generation.output_ids, want, "{name}: greedy ({key}) for input {input:?}");
+            assert_eq!(
+                generation.output_ids, want,
+                "{name}: greedy ({key}) for input {input:?}"
+            );
         }
     }
 }

@@ -101,7 +101,9 @@ fn native_tests(tools: &Tools) -> Result<()> {
             .command("cargo")
             .arg("test")
             .args(package_args(NATIVE))
-            .arg("--locked"),
+            .arg("--locked")
+            // Mesa's lavapipe complains on every device creation without it.
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir()),
     )
 }
 

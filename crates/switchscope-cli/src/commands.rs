@@ -13,7 +13,11 @@ use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchMode
 use switchscope_core::tensor::Device;
 
 #[derive(Debug, Parser)]
-#[command(name = "switchscope", version, about = "Run Switch Transformers and see their routing")]
+#[command(
+    name = "switchscope",
+    version,
+    about = "Run Switch Transformers and see their routing"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,9 +130,20 @@ fn print_routing(routing: &[LayerRouting]) {
             .expert
             .iter()
             .zip(&r.weight)
-            .map(|(e, w)| if *e < 0 { "drop".to_owned() } else { format!("{e}({w:.2})") })
+            .map(|(e, w)| {
+                if *e < 0 {
+                    "drop".to_owned()
+                } else {
+                    format!("{e}({w:.2})")
+                }
+            })
             .collect();
-        println!("{:>7} block {:>2}: {}", r.stack.as_str(), r.block, experts.join(" "));
+        println!(
+            "{:>7} block {:>2}: {}",
+            r.stack.as_str(),
+            r.block,
+            experts.join(" ")
+        );
     }
 }
 
@@ -136,7 +151,9 @@ fn forward(args: ForwardArgs) -> Result<()> {
     let (config, model) = open(&args.model)?;
     let input = TokenBatch::new(&[args.input_ids], config.pad_token_id)?;
     let decoder = TokenBatch::new(&[args.decoder_input_ids], config.pad_token_id)?;
-    let options = RunOptions { capacity_factor: args.model.capacity_factor };
+    let options = RunOptions {
+        capacity_factor: args.model.capacity_factor,
+    };
     let out = pollster::block_on(model.forward(&config, &input, &decoder, options))?;
     let routing = &out.routing[0];
     if args.model.json {
@@ -145,7 +162,10 @@ fn forward(args: ForwardArgs) -> Result<()> {
     } else {
         for (i, row) in out.logits[0].iter().enumerate() {
             let best = switchscope_core::model::generate::argmax(row);
-            println!("decoder position {i}: argmax token {best} (logit {:.4})", row[best]);
+            println!(
+                "decoder position {i}: argmax token {best} (logit {:.4})",
+                row[best]
+            );
         }
         print_routing(routing);
     }
@@ -158,9 +178,12 @@ fn generate(args: GenerateArgs) -> Result<()> {
         bail!("--max-new-tokens must be at least 1");
     }
     let sampling = match (args.greedy, args.temperature) {
-        (false, Some(temperature)) => {
-            Sampling::Sample { temperature, top_k: args.top_k, top_p: args.top_p, seed: args.seed }
-        }
+        (false, Some(temperature)) => Sampling::Sample {
+            temperature,
+            top_k: args.top_k,
+            top_p: args.top_p,
+            seed: args.seed,
+        },
         _ if args.top_k.is_some() || args.top_p.is_some() => {
             bail!("--top-k and --top-p need --temperature (sampling)")
         }
@@ -170,15 +193,18 @@ fn generate(args: GenerateArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         sampling,
         use_cache: !args.no_cache,
-        run: RunOptions { capacity_factor: args.model.capacity_factor },
+        run: RunOptions {
+            capacity_factor: args.model.capacity_factor,
+        },
     };
     let json = args.model.json;
-    let generation = pollster::block_on(model.generate(&config, &args.input_ids, &options, |step| {
-        if !json {
-            println!("token {}", step.token);
-        }
-        true
-    }))?;
+    let generation =
+        pollster::block_on(model.generate(&config, &args.input_ids, &options, |step| {
+            if !json {
+                println!("token {}", step.token);
+            }
+            true
+        }))?;
     let mut routing = generation.encoder_routing.clone();
     for step in &generation.steps {
         routing.extend(step.routing.iter().cloned());

@@ -73,8 +73,10 @@ fn read_entries(file: &mut File, path: &Path) -> Result<HashMap<String, Entry>, 
     let len = file.metadata().map_err(|e| CoreError::io(path, e))?.len();
     let tail_len = len.min(65_557 + 20 + 56);
     let mut tail = vec![0u8; tail_len as usize];
-    file.seek(SeekFrom::Start(len - tail_len)).map_err(|e| CoreError::io(path, e))?;
-    file.read_exact(&mut tail).map_err(|e| CoreError::io(path, e))?;
+    file.seek(SeekFrom::Start(len - tail_len))
+        .map_err(|e| CoreError::io(path, e))?;
+    file.read_exact(&mut tail)
+        .map_err(|e| CoreError::io(path, e))?;
     let eocd = (0..tail.len().saturating_sub(21))
         .rev()
         .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
@@ -87,19 +89,26 @@ fn read_entries(file: &mut File, path: &Path) -> Result<HashMap<String, Entry>, 
         if tail[locator..locator + 4] == [0x50, 0x4b, 0x06, 0x07] {
             let z64 = u64_at(&tail, locator + 8);
             let mut rec = [0u8; 56];
-            file.seek(SeekFrom::Start(z64)).map_err(|e| CoreError::io(path, e))?;
-            file.read_exact(&mut rec).map_err(|e| CoreError::io(path, e))?;
+            file.seek(SeekFrom::Start(z64))
+                .map_err(|e| CoreError::io(path, e))?;
+            file.read_exact(&mut rec)
+                .map_err(|e| CoreError::io(path, e))?;
             count = u64_at(&rec, 32);
             cd_size = u64_at(&rec, 40);
             cd_offset = u64_at(&rec, 48);
         }
     }
     if cd_offset + cd_size > len {
-        return Err(bad(path, "zip directory points past the end (truncated file?)"));
+        return Err(bad(
+            path,
+            "zip directory points past the end (truncated file?)",
+        ));
     }
     let mut cd = vec![0u8; cd_size as usize];
-    file.seek(SeekFrom::Start(cd_offset)).map_err(|e| CoreError::io(path, e))?;
-    file.read_exact(&mut cd).map_err(|e| CoreError::io(path, e))?;
+    file.seek(SeekFrom::Start(cd_offset))
+        .map_err(|e| CoreError::io(path, e))?;
+    file.read_exact(&mut cd)
+        .map_err(|e| CoreError::io(path, e))?;
     let mut entries = HashMap::new();
     let mut i = 0usize;
     for _ in 0..count {
@@ -134,9 +143,18 @@ fn read_entries(file: &mut File, path: &Path) -> Result<HashMap<String, Entry>, 
             e += 4 + n;
         }
         if method != 0 {
-            return Err(bad(path, format!("entry {name} is compressed; torch.save stores entries")));
+            return Err(bad(
+                path,
+                format!("entry {name} is compressed; torch.save stores entries"),
+            ));
         }
-        entries.insert(name, Entry { header_offset, size });
+        entries.insert(
+            name,
+            Entry {
+                header_offset,
+                size,
+            },
+        );
         i += 46 + name_len + extra_len + comment_len;
     }
     Ok(entries)
@@ -156,7 +174,13 @@ impl TorchFile {
             .cloned()
             .ok_or_else(|| bad(path, "no data.pkl in the archive (not a torch.save file?)"))?;
         let prefix = pkl.trim_end_matches("data.pkl").to_owned();
-        let mut this = Self { path: path.to_owned(), file, entries, prefix, tensors: HashMap::new() };
+        let mut this = Self {
+            path: path.to_owned(),
+            file,
+            entries,
+            prefix,
+            tensors: HashMap::new(),
+        };
         let bytes = this.entry_bytes(&pkl)?;
         let value = unpickle(&bytes).map_err(|e| bad(path, format!("data.pkl: {e}")))?;
         this.tensors = state_dict(value).map_err(|e| bad(path, format!("data.pkl: {e}")))?;
@@ -171,14 +195,24 @@ impl TorchFile {
     }
 
     fn entry_bytes(&mut self, name: &str) -> Result<Vec<u8>, CoreError> {
-        let entry = self.entries.get(name).cloned().ok_or_else(|| bad(&self.path, format!("no entry {name}")))?;
+        let entry = self
+            .entries
+            .get(name)
+            .cloned()
+            .ok_or_else(|| bad(&self.path, format!("no entry {name}")))?;
         let mut header = [0u8; 30];
         let io = |e| CoreError::io(&self.path, e);
-        self.file.seek(SeekFrom::Start(entry.header_offset)).map_err(io)?;
-        self.file.read_exact(&mut header).map_err(|e| CoreError::io(&self.path, e))?;
+        self.file
+            .seek(SeekFrom::Start(entry.header_offset))
+            .map_err(io)?;
+        self.file
+            .read_exact(&mut header)
+            .map_err(|e| CoreError::io(&self.path, e))?;
         let data = entry.header_offset + 30 + u16_at(&header, 26) + u16_at(&header, 28);
         let mut bytes = vec![0u8; entry.size as usize];
-        self.file.seek(SeekFrom::Start(data)).map_err(|e| CoreError::io(&self.path, e))?;
+        self.file
+            .seek(SeekFrom::Start(data))
+            .map_err(|e| CoreError::io(&self.path, e))?;
         self.file
             .read_exact(&mut bytes)
             .map_err(|_| bad(&self.path, format!("entry {name} is truncated")))?;
@@ -206,9 +240,17 @@ impl TensorSource for TorchFile {
         let mut data = Vec::with_capacity(numel);
         let mut index = vec![0usize; t.shape.len()];
         for _ in 0..numel {
-            let element = t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+            let element = t.offset
+                + index
+                    .iter()
+                    .zip(&t.stride)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
             data.push(value(element).ok_or_else(|| {
-                bad(&self.path, format!("tensor {name} reads past the end of its storage"))
+                bad(
+                    &self.path,
+                    format!("tensor {name} reads past the end of its storage"),
+                )
             })?);
             for d in (0..index.len()).rev() {
                 index[d] += 1;
@@ -218,7 +260,10 @@ impl TensorSource for TorchFile {
                 index[d] = 0;
             }
         }
-        Ok(Some(HostTensor { shape: t.shape, data }))
+        Ok(Some(HostTensor {
+            shape: t.shape,
+            data,
+        }))
     }
 }
 
@@ -249,13 +294,19 @@ fn unpickle(data: &[u8]) -> Result<Value, String> {
         Ok(s)
     };
     let line = |pos: &mut usize| -> Result<String, String> {
-        let end = data[*pos..].iter().position(|&b| b == b'\n').ok_or("unterminated line")?;
+        let end = data[*pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("unterminated line")?;
         let s = String::from_utf8_lossy(&data[*pos..*pos + end]).into_owned();
         *pos += end + 1;
         Ok(s)
     };
     fn pop_mark(stack: &mut Vec<Value>) -> Result<Vec<Value>, String> {
-        let at = stack.iter().rposition(|v| *v == Value::Mark).ok_or("MARK missing")?;
+        let at = stack
+            .iter()
+            .rposition(|v| *v == Value::Mark)
+            .ok_or("MARK missing")?;
         let items = stack.split_off(at + 1);
         stack.pop();
         Ok(items)
@@ -287,7 +338,9 @@ fn unpickle(data: &[u8]) -> Result<Value, String> {
             }
             b'J' => {
                 let b = take(&mut pos, 4)?;
-                stack.push(Value::Int(i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))));
+                stack.push(Value::Int(i64::from(i32::from_le_bytes([
+                    b[0], b[1], b[2], b[3],
+                ]))));
             }
             0x8a => {
                 let n = take(&mut pos, 1)?[0] as usize;
@@ -306,7 +359,9 @@ fn unpickle(data: &[u8]) -> Result<Value, String> {
             }
             b'G' => {
                 let b = take(&mut pos, 8)?;
-                stack.push(Value::Float(f64::from_be_bytes(b.try_into().expect("8 bytes"))));
+                stack.push(Value::Float(f64::from_be_bytes(
+                    b.try_into().expect("8 bytes"),
+                )));
             }
             b'X' | 0x8c | b'T' | b'U' | b'B' | b'C' | 0x8d | 0x8e => {
                 let n = match op {
@@ -368,7 +423,11 @@ fn unpickle(data: &[u8]) -> Result<Value, String> {
             }
             b'd' => {
                 let items = pop_mark(&mut stack)?;
-                let pairs = items.chunks(2).filter(|c| c.len() == 2).map(|c| (c[0].clone(), c[1].clone())).collect();
+                let pairs = items
+                    .chunks(2)
+                    .filter(|c| c.len() == 2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect();
                 stack.push(Value::Dict(pairs));
             }
             b'a' => {
@@ -401,7 +460,9 @@ fn unpickle(data: &[u8]) -> Result<Value, String> {
                 };
                 // An OrderedDict() call is just a dict.
                 let value = match &callable {
-                    Value::Global(m, n) if m == "collections" && n == "OrderedDict" => Value::Dict(Vec::new()),
+                    Value::Global(m, n) if m == "collections" && n == "OrderedDict" => {
+                        Value::Dict(Vec::new())
+                    }
                     _ => Value::Call(Box::new(callable), args),
                 };
                 stack.push(value);
@@ -424,7 +485,12 @@ fn unpickle(data: &[u8]) -> Result<Value, String> {
                 let top = stack.last().cloned().ok_or("empty stack")?;
                 stack.push(top);
             }
-            other => return Err(format!("unsupported pickle opcode 0x{other:02x} at byte {}", pos - 1)),
+            other => {
+                return Err(format!(
+                    "unsupported pickle opcode 0x{other:02x} at byte {}",
+                    pos - 1
+                ));
+            }
         }
     }
 }
@@ -462,8 +528,12 @@ fn state_dict(value: Value) -> Result<HashMap<String, TensorRef>, String> {
     let mut tensors = HashMap::new();
     for (key, value) in pairs {
         let Value::Str(name) = key else { continue };
-        let Value::Call(callable, args) = value else { continue };
-        let Value::Global(_, function) = *callable else { continue };
+        let Value::Call(callable, args) = value else {
+            continue;
+        };
+        let Value::Global(_, function) = *callable else {
+            continue;
+        };
         if function != "_rebuild_tensor_v2" && function != "_rebuild_tensor" {
             continue;
         }
@@ -473,14 +543,20 @@ fn state_dict(value: Value) -> Result<HashMap<String, TensorRef>, String> {
         let Value::Tuple(id) = id.as_ref() else {
             return Err(format!("tensor {name}: unexpected storage id"));
         };
-        let (Some(Value::Global(_, storage)), Some(Value::Str(storage_key))) = (id.get(1), id.get(2)) else {
+        let (Some(Value::Global(_, storage)), Some(Value::Str(storage_key))) =
+            (id.get(1), id.get(2))
+        else {
             return Err(format!("tensor {name}: unexpected storage id"));
         };
         let dtype = match storage.as_str() {
             "FloatStorage" => StorageType::F32,
             "HalfStorage" => StorageType::F16,
             "BFloat16Storage" => StorageType::Bf16,
-            other => return Err(format!("tensor {name} has storage {other}; expected float, half or bfloat16")),
+            other => {
+                return Err(format!(
+                    "tensor {name} has storage {other}; expected float, half or bfloat16"
+                ));
+            }
         };
         let offset = match args.get(1) {
             Some(Value::Int(o)) if *o >= 0 => *o as usize,
@@ -491,7 +567,16 @@ fn state_dict(value: Value) -> Result<HashMap<String, TensorRef>, String> {
         if shape.len() != stride.len() {
             return Err(format!("tensor {name}: shape and stride differ in rank"));
         }
-        tensors.insert(name, TensorRef { storage_key: storage_key.clone(), dtype, offset, shape, stride });
+        tensors.insert(
+            name,
+            TensorRef {
+                storage_key: storage_key.clone(),
+                dtype,
+                offset,
+                shape,
+                stride,
+            },
+        );
     }
     Ok(tensors)
 }

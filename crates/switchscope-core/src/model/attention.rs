@@ -56,10 +56,11 @@ impl Attention {
         let q = self.split_heads(linear(x, &self.q));
         let scores = q.matmul(kv.k.clone().swap_dims(2, 3)) + bias;
         let weights = activation::softmax(scores, 3);
-        let out = weights
-            .matmul(kv.v.clone())
-            .swap_dims(1, 2)
-            .reshape([b, s, self.n_heads * self.d_kv]);
+        let out =
+            weights
+                .matmul(kv.v.clone())
+                .swap_dims(1, 2)
+                .reshape([b, s, self.n_heads * self.d_kv]);
         linear(out, &self.o)
     }
 

@@ -107,8 +107,23 @@ impl SwitchConfig {
     /// # Errors
     /// [`CoreError::Config`] naming the offending key.
     pub fn from_json(text: &str) -> Result<Self, CoreError> {
-        let config: Self =
-            serde_json::from_str(text).map_err(|e| CoreError::Config(format!("config.json: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| CoreError::Config(format!("config.json: {e}")))?;
+        let config: Self = serde_json::from_value(value.clone()).map_err(|e| {
+            // Name the key: the first one that fails on its own.
+            let key = value.as_object().and_then(|map| {
+                map.iter()
+                    .find(|(k, v)| {
+                        let one = serde_json::json!({ (*k).clone(): (*v).clone() });
+                        serde_json::from_value::<Self>(one).is_err()
+                    })
+                    .map(|(k, _)| k.clone())
+            });
+            match key {
+                Some(key) => CoreError::Config(format!("config.json: {key}: {e}")),
+                None => CoreError::Config(format!("config.json: {e}")),
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -120,10 +135,19 @@ impl SwitchConfig {
     pub fn validate(&self) -> Result<(), CoreError> {
         let bad = |key: &str, why: String| Err(CoreError::Config(format!("{key}: {why}")));
         if self.dense_act_fn != "relu" {
-            return bad("dense_act_fn", format!("{:?} is not supported (only \"relu\")", self.dense_act_fn));
+            return bad(
+                "dense_act_fn",
+                format!("{:?} is not supported (only \"relu\")", self.dense_act_fn),
+            );
         }
         if self.router_dtype != "float32" {
-            return bad("router_dtype", format!("{:?} is not supported (only \"float32\")", self.router_dtype));
+            return bad(
+                "router_dtype",
+                format!(
+                    "{:?} is not supported (only \"float32\")",
+                    self.router_dtype
+                ),
+            );
         }
         for (key, value) in [
             ("vocab_size", self.vocab_size),
@@ -133,20 +157,29 @@ impl SwitchConfig {
             ("num_heads", self.num_heads),
             ("num_layers", self.num_layers),
             ("num_experts", self.num_experts),
-            ("relative_attention_num_buckets", self.relative_attention_num_buckets),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+            ),
         ] {
             if value == 0 {
                 return bad(key, "must be at least 1".into());
             }
         }
         if self.relative_attention_max_distance < self.relative_attention_num_buckets / 2 {
-            return bad("relative_attention_max_distance", "must be at least num_buckets / 2".into());
+            return bad(
+                "relative_attention_max_distance",
+                "must be at least num_buckets / 2".into(),
+            );
         }
         if self.num_sparse_encoder_layers > self.num_layers {
             return bad("num_sparse_encoder_layers", "exceeds num_layers".into());
         }
         if self.num_sparse_decoder_layers > self.decoder_layers() {
-            return bad("num_sparse_decoder_layers", "exceeds num_decoder_layers".into());
+            return bad(
+                "num_sparse_decoder_layers",
+                "exceeds num_decoder_layers".into(),
+            );
         }
         if !(self.layer_norm_epsilon > 0.0) {
             return bad("layer_norm_epsilon", "must be positive".into());
@@ -188,7 +221,9 @@ impl SwitchConfig {
 
     /// The sparse blocks of `stack`, in order.
     pub fn sparse_blocks(&self, stack: Stack) -> Vec<usize> {
-        (0..self.layers(stack)).filter(|&b| self.is_sparse(stack, b)).collect()
+        (0..self.layers(stack))
+            .filter(|&b| self.is_sparse(stack, b))
+            .collect()
     }
 
     /// The number of scalar parameters in the model (tied embeddings counted once).
@@ -198,8 +233,13 @@ impl SwitchConfig {
         let attention = 4 * d * inner;
         let bias = (self.relative_attention_num_buckets * self.num_heads) as u64;
         let ffn = 2 * d * self.d_ff as u64;
-        let sparse_ffn = self.num_experts as u64 * ffn + self.num_experts as u64 * d
-            + if self.router_bias { self.num_experts as u64 } else { 0 };
+        let sparse_ffn = self.num_experts as u64 * ffn
+            + self.num_experts as u64 * d
+            + if self.router_bias {
+                self.num_experts as u64
+            } else {
+                0
+            };
         let mut total = self.vocab_size as u64 * d;
         if !self.tie_word_embeddings {
             total += self.vocab_size as u64 * d;
@@ -208,7 +248,11 @@ impl SwitchConfig {
             let attentions = if stack == Stack::Encoder { 1 } else { 2 };
             for block in 0..self.layers(stack) {
                 total += attentions * (attention + d) + d;
-                total += if self.is_sparse(stack, block) { sparse_ffn } else { ffn };
+                total += if self.is_sparse(stack, block) {
+                    sparse_ffn
+                } else {
+                    ffn
+                };
             }
             total += bias + d;
         }
@@ -219,7 +263,9 @@ impl SwitchConfig {
     /// / experts × factor)`; `None` keeps the configured `expert_capacity`.
     pub fn capacity(&self, tokens: usize, factor: Option<f64>) -> usize {
         match factor {
-            Some(cf) => ((tokens as f64 / self.num_experts as f64) * cf).ceil().max(0.0) as usize,
+            Some(cf) => ((tokens as f64 / self.num_experts as f64) * cf)
+                .ceil()
+                .max(0.0) as usize,
             None => self.expert_capacity,
         }
     }
@@ -236,8 +282,14 @@ mod tests {
             r#"{"d_ff": 3072, "num_sparse_encoder_layers": 6, "num_sparse_decoder_layers": 6}"#,
         )
         .unwrap();
-        assert_eq!(config.sparse_blocks(Stack::Encoder), vec![1, 3, 5, 7, 9, 11]);
-        assert_eq!(config.sparse_blocks(Stack::Decoder), vec![1, 3, 5, 7, 9, 11]);
+        assert_eq!(
+            config.sparse_blocks(Stack::Encoder),
+            vec![1, 3, 5, 7, 9, 11]
+        );
+        assert_eq!(
+            config.sparse_blocks(Stack::Decoder),
+            vec![1, 3, 5, 7, 9, 11]
+        );
         assert_eq!(config.parameter_count(), 619_339_008);
         let defaults = SwitchConfig::default();
         assert_eq!(defaults.sparse_blocks(Stack::Encoder), vec![1, 5, 9]);
@@ -245,7 +297,11 @@ mod tests {
 
     #[test]
     fn sparse_step_edge_cases() {
-        let mut c = SwitchConfig { num_layers: 4, num_sparse_encoder_layers: 4, ..Default::default() };
+        let mut c = SwitchConfig {
+            num_layers: 4,
+            num_sparse_encoder_layers: 4,
+            ..Default::default()
+        };
         assert_eq!(c.sparse_blocks(Stack::Encoder), vec![0, 1, 2, 3]);
         c.num_sparse_encoder_layers = 0;
         assert_eq!(c.sparse_blocks(Stack::Encoder), vec![1]);

@@ -14,7 +14,12 @@ pub enum Sampling {
     /// The most probable token (ties → lowest id).
     Greedy,
     /// Sampling after temperature, then top-k, then top-p (nucleus) filtering.
-    Sample { temperature: f32, top_k: Option<usize>, top_p: Option<f32>, seed: u64 },
+    Sample {
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+    },
 }
 
 /// Generation settings.
@@ -30,7 +35,12 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self { max_new_tokens: 20, sampling: Sampling::Greedy, use_cache: true, run: RunOptions::default() }
+        Self {
+            max_new_tokens: 20,
+            sampling: Sampling::Greedy,
+            use_cache: true,
+            run: RunOptions::default(),
+        }
     }
 }
 
@@ -76,16 +86,21 @@ impl SwitchModel {
         for _ in 0..options.max_new_tokens {
             let (logits, mut routing) = if options.use_cache {
                 let last = [*output.last().expect("starts with the start token")];
-                self.decode(config, &encoded, &mut cache, &last, 1, options.run).await?
+                self.decode(config, &encoded, &mut cache, &last, 1, options.run)
+                    .await?
             } else {
                 let mut fresh = self.start_decoding(&encoded);
-                self.decode(config, &encoded, &mut fresh, &output, 1, options.run).await?
+                self.decode(config, &encoded, &mut fresh, &output, 1, options.run)
+                    .await?
             };
             let [_, t, v] = logits.dims();
             let last = read_f32(logits.narrow(1, t - 1, 1)).await?;
             debug_assert_eq!(last.len(), v);
             let token = pick(&last, options.sampling, &mut rng);
-            let step = Step { token, routing: routing.pop().unwrap_or_default() };
+            let step = Step {
+                token,
+                routing: routing.pop().unwrap_or_default(),
+            };
             output.push(token);
             let go_on = on_step(&step);
             steps.push(step);
@@ -94,7 +109,11 @@ impl SwitchModel {
             }
         }
         let encoder_routing = encoded.routing.into_iter().next().unwrap_or_default();
-        Ok(Generation { output_ids: output, encoder_routing, steps })
+        Ok(Generation {
+            output_ids: output,
+            encoder_routing,
+            steps,
+        })
     }
 }
 
@@ -113,7 +132,12 @@ pub fn argmax(values: &[f32]) -> usize {
 pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut SplitMix64) -> u32 {
     match sampling {
         Sampling::Greedy => argmax(logits) as u32,
-        Sampling::Sample { temperature, top_k, top_p, .. } => {
+        Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+            ..
+        } => {
             if temperature <= 0.0 {
                 return argmax(logits) as u32;
             }
@@ -123,8 +147,10 @@ pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut SplitMix64) -> u32 {
                 order.truncate(k);
             }
             let max = logits[order[0]] / temperature;
-            let mut probs: Vec<f64> =
-                order.iter().map(|&i| f64::from(logits[i] / temperature - max).exp()).collect();
+            let mut probs: Vec<f64> = order
+                .iter()
+                .map(|&i| f64::from(logits[i] / temperature - max).exp())
+                .collect();
             let total: f64 = probs.iter().sum();
             probs.iter_mut().for_each(|p| *p /= total);
             if let Some(p) = top_p.filter(|&p| p > 0.0 && p < 1.0) {
@@ -183,16 +209,31 @@ mod tests {
     fn greedy_ties_go_low_and_sampling_is_seeded() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), 1);
         let logits = [0.0, 2.0, 1.0, -1.0];
-        let sample = Sampling::Sample { temperature: 1.0, top_k: Some(2), top_p: None, seed: 7 };
+        let sample = Sampling::Sample {
+            temperature: 1.0,
+            top_k: Some(2),
+            top_p: None,
+            seed: 7,
+        };
         let draw = |seed| {
             let mut rng = SplitMix64::new(seed);
-            (0..50).map(|_| pick(&logits, sample, &mut rng)).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| pick(&logits, sample, &mut rng))
+                .collect::<Vec<_>>()
         };
         let a = draw(7);
         assert_eq!(a, draw(7));
-        assert!(a.iter().all(|&t| t == 1 || t == 2), "top-k 2 keeps ids 1 and 2: {a:?}");
+        assert!(
+            a.iter().all(|&t| t == 1 || t == 2),
+            "top-k 2 keeps ids 1 and 2: {a:?}"
+        );
         assert!(a.contains(&1) && a.contains(&2));
-        let nucleus = Sampling::Sample { temperature: 1.0, top_k: None, top_p: Some(0.5), seed: 1 };
+        let nucleus = Sampling::Sample {
+            temperature: 1.0,
+            top_k: None,
+            top_p: Some(0.5),
+            seed: 1,
+        };
         let mut rng = SplitMix64::new(1);
         assert!((0..20).all(|_| pick(&logits, nucleus, &mut rng) == 1));
     }

@@ -11,7 +11,9 @@ pub fn linear(x: Tensor<3>, weight: &Param<Tensor<2>>) -> Tensor<3> {
     let [b, s, d_in] = x.dims();
     let w = weight.val();
     let [d_out, _] = w.dims();
-    x.reshape([b * s, d_in]).matmul(w.transpose()).reshape([b, s, d_out])
+    x.reshape([b * s, d_in])
+        .matmul(w.transpose())
+        .reshape([b, s, d_out])
 }
 
 /// T5's layer norm: scales by the root mean square, with no mean subtraction and no bias.

@@ -57,15 +57,26 @@ impl TokenBatch {
     pub fn new(rows: &[Vec<u32>], pad: u32) -> Result<Self, CoreError> {
         let len = rows.iter().map(Vec::len).max().unwrap_or(0);
         if rows.is_empty() || rows.iter().any(Vec::is_empty) {
-            return Err(CoreError::Input("a sequence of tokens must not be empty".into()));
+            return Err(CoreError::Input(
+                "a sequence of tokens must not be empty".into(),
+            ));
         }
         let mut ids = Vec::with_capacity(rows.len() * len);
         let mut mask = Vec::with_capacity(rows.len() * len);
         for row in rows {
-            ids.extend(row.iter().copied().chain(std::iter::repeat_n(pad, len - row.len())));
+            ids.extend(
+                row.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(pad, len - row.len())),
+            );
             mask.extend((0..len).map(|i| i < row.len()));
         }
-        Ok(Self { ids, mask, batch: rows.len(), len })
+        Ok(Self {
+            ids,
+            mask,
+            batch: rows.len(),
+            len,
+        })
     }
 
     /// Sets the mask explicitly (e.g. from a reference `attention_mask`).
@@ -74,7 +85,9 @@ impl TokenBatch {
     /// [`CoreError::Input`] when the mask has the wrong length.
     pub fn with_mask(mut self, mask: Vec<bool>) -> Result<Self, CoreError> {
         if mask.len() != self.ids.len() {
-            return Err(CoreError::Input("attention mask and ids differ in length".into()));
+            return Err(CoreError::Input(
+                "attention mask and ids differ in length".into(),
+            ));
         }
         self.mask = mask;
         Ok(self)
@@ -137,7 +150,9 @@ impl SwitchModel {
     fn check_ids(&self, ids: &[u32]) -> Result<(), CoreError> {
         let [vocab, _] = self.shared.val().dims();
         match ids.iter().find(|&&i| i as usize >= vocab) {
-            Some(bad) => Err(CoreError::Input(format!("token id {bad} is outside the vocabulary of {vocab}"))),
+            Some(bad) => Err(CoreError::Input(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            ))),
             None => Ok(()),
         }
     }
@@ -162,7 +177,11 @@ impl SwitchModel {
         );
         let run = self.run(config, StackKind::Encoder, options);
         let (hidden, routing) = self.encoder.encode(h, padding.clone(), &run).await?;
-        Ok(Encoded { hidden, padding, routing })
+        Ok(Encoded {
+            hidden,
+            padding,
+            routing,
+        })
     }
 
     /// A fresh decoder cache for `encoded` (cross-attention keys and values computed once).
@@ -192,8 +211,15 @@ impl SwitchModel {
         let len = ids.len() / batch;
         let h = self.embed(ids, batch, len);
         let run = self.run(config, StackKind::Decoder, options);
-        let (h, routing) = self.decoder.decode(h, encoded.padding.clone(), cache, &run).await?;
-        let h = if self.output_scale == 1.0 { h } else { h.mul_scalar(self.output_scale) };
+        let (h, routing) = self
+            .decoder
+            .decode(h, encoded.padding.clone(), cache, &run)
+            .await?;
+        let h = if self.output_scale == 1.0 {
+            h
+        } else {
+            h.mul_scalar(self.output_scale)
+        };
         let logits = match &self.lm_head {
             Some(head) => linear(h, head),
             None => linear(h, &self.shared),
@@ -213,17 +239,30 @@ impl SwitchModel {
         options: RunOptions,
     ) -> Result<ForwardOutput, CoreError> {
         if input.batch != decoder_input.batch {
-            return Err(CoreError::Input("encoder and decoder batches differ in size".into()));
+            return Err(CoreError::Input(
+                "encoder and decoder batches differ in size".into(),
+            ));
         }
         let encoded = self.encode(config, input, options).await?;
         let mut cache = self.start_decoding(&encoded);
         let (logits, decoder_routing) = self
-            .decode(config, &encoded, &mut cache, &decoder_input.ids, decoder_input.batch, options)
+            .decode(
+                config,
+                &encoded,
+                &mut cache,
+                &decoder_input.ids,
+                decoder_input.batch,
+                options,
+            )
             .await?;
         let [b, t, v] = logits.dims();
         let flat = routing::read_f32(logits).await?;
         let logits = (0..b)
-            .map(|i| (0..t).map(|j| flat[(i * t + j) * v..(i * t + j + 1) * v].to_vec()).collect())
+            .map(|i| {
+                (0..t)
+                    .map(|j| flat[(i * t + j) * v..(i * t + j + 1) * v].to_vec())
+                    .collect()
+            })
             .collect();
         let routing = encoded
             .routing

@@ -52,11 +52,18 @@ impl LayerRouting {
 
 /// Top-1 routing of one sequence from its probabilities (`tokens × experts`, row-major):
 /// argmax with ties to the lowest index, then capacity counted in position order.
-pub fn route_sequence(probs: &[f32], experts: usize, capacity: usize) -> (Vec<i32>, Vec<u32>, Vec<f32>) {
+pub fn route_sequence(
+    probs: &[f32],
+    experts: usize,
+    capacity: usize,
+) -> (Vec<i32>, Vec<u32>, Vec<f32>) {
     let tokens = probs.len() / experts;
     let mut load = vec![0usize; experts];
-    let (mut expert, mut chosen, mut weight) =
-        (Vec::with_capacity(tokens), Vec::with_capacity(tokens), Vec::with_capacity(tokens));
+    let (mut expert, mut chosen, mut weight) = (
+        Vec::with_capacity(tokens),
+        Vec::with_capacity(tokens),
+        Vec::with_capacity(tokens),
+    );
     for row in probs.chunks_exact(experts) {
         let mut best = 0;
         for (e, &p) in row.iter().enumerate() {
@@ -67,7 +74,11 @@ pub fn route_sequence(probs: &[f32], experts: usize, capacity: usize) -> (Vec<i3
         load[best] += 1;
         chosen.push(best as u32);
         weight.push(row[best]);
-        expert.push(if load[best] <= capacity { best as i32 } else { -1 });
+        expert.push(if load[best] <= capacity {
+            best as i32
+        } else {
+            -1
+        });
     }
     (expert, chosen, weight)
 }

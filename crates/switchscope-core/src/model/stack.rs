@@ -81,7 +81,11 @@ impl Block {
         } else if let Some(dense) = &self.dense {
             dense.forward(normed)
         } else {
-            return Err(CoreError::Weights(format!("{} block {} has no feed-forward layer", at.0.as_str(), at.1)));
+            return Err(CoreError::Weights(format!(
+                "{} block {} has no feed-forward layer",
+                at.0.as_str(),
+                at.1
+            )));
         };
         Ok(h + out)
     }
@@ -115,7 +119,9 @@ impl Stack {
             let normed = block.self_attention_norm.forward(h.clone());
             let kv = block.self_attention.key_value(normed.clone());
             h = h + block.self_attention.forward(normed, &kv, bias.clone());
-            h = block.feed_forward(h, run.capacity(s), (run.kind, i), &mut routing).await?;
+            h = block
+                .feed_forward(h, run.capacity(s), (run.kind, i), &mut routing)
+                .await?;
         }
         Ok((self.final_layer_norm.forward(h), routing))
     }
@@ -186,7 +192,9 @@ impl Stack {
             })?;
             let normed = norm.forward(h.clone());
             h = h + cross.forward(normed, &cache.cross_kv[i], cross_bias.clone());
-            h = block.feed_forward(h, run.capacity(t), (run.kind, i), &mut routing).await?;
+            h = block
+                .feed_forward(h, run.capacity(t), (run.kind, i), &mut routing)
+                .await?;
         }
         cache.len = keys;
         Ok((self.final_layer_norm.forward(h), routing))

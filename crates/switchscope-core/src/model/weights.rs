@@ -10,12 +10,12 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
+use super::SwitchModel;
 use super::attention::Attention;
 use super::config::{Stack as StackKind, SwitchConfig};
 use super::layers::{DenseActDense, LayerNorm};
 use super::routing::{Router, SparseMlp};
 use super::stack::{Block, Stack};
-use super::SwitchModel;
 use crate::CoreError;
 
 /// A tensor on the host in f32.
@@ -74,7 +74,10 @@ pub struct SafetensorsFiles {
 impl SafetensorsFiles {
     /// A single safetensors file.
     pub fn file(path: impl Into<PathBuf>) -> Self {
-        Self { single: Some(path.into()), ..Self::default() }
+        Self {
+            single: Some(path.into()),
+            ..Self::default()
+        }
     }
 
     /// The shards listed by an index file (`weight_map`: name → file name).
@@ -88,22 +91,34 @@ impl SafetensorsFiles {
         let map = json
             .get("weight_map")
             .and_then(|m| m.as_object())
-            .ok_or_else(|| CoreError::Weights(format!("{}: no weight_map", index_path.display())))?;
+            .ok_or_else(|| {
+                CoreError::Weights(format!("{}: no weight_map", index_path.display()))
+            })?;
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let mut index = HashMap::new();
         for (name, file) in map {
             let file = file.as_str().ok_or_else(|| {
-                CoreError::Weights(format!("{}: weight_map[{name}] is not a file name", index_path.display()))
+                CoreError::Weights(format!(
+                    "{}: weight_map[{name}] is not a file name",
+                    index_path.display()
+                ))
             })?;
             index.insert(name.clone(), dir.join(file));
         }
-        Ok(Self { index, ..Self::default() })
+        Ok(Self {
+            index,
+            ..Self::default()
+        })
     }
 }
 
 impl TensorSource for SafetensorsFiles {
     fn get(&mut self, name: &str) -> Result<Option<HostTensor>, CoreError> {
-        let Some(path) = self.single.clone().or_else(|| self.index.get(name).cloned()) else {
+        let Some(path) = self
+            .single
+            .clone()
+            .or_else(|| self.index.get(name).cloned())
+        else {
             return Ok(None);
         };
         if !self.loaded.contains_key(&path) {
@@ -117,7 +132,10 @@ impl TensorSource for SafetensorsFiles {
             return Ok(None);
         };
         let data = decode_floats(view.dtype(), view.data(), name)?;
-        Ok(Some(HostTensor { shape: view.shape().to_vec(), data }))
+        Ok(Some(HostTensor {
+            shape: view.shape().to_vec(),
+            data,
+        }))
     }
 }
 
@@ -142,9 +160,18 @@ pub fn load_model(
     let (lm_head, output_scale) = if config.tie_word_embeddings {
         (None, (d as f64).powf(-0.5))
     } else {
-        (Some(loader.param("lm_head.weight", [config.vocab_size, d])?), 1.0)
+        (
+            Some(loader.param("lm_head.weight", [config.vocab_size, d])?),
+            1.0,
+        )
     };
-    Ok(SwitchModel { shared, encoder, decoder, lm_head, output_scale })
+    Ok(SwitchModel {
+        shared,
+        encoder,
+        decoder,
+        lm_head,
+        output_scale,
+    })
 }
 
 struct Loader<'a> {
@@ -171,16 +198,29 @@ impl Loader<'_> {
         Ok(Some(Param::from_tensor(tensor)))
     }
 
-    fn param<const D: usize>(&mut self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<D>>, CoreError> {
-        self.try_param(name, shape)?
-            .ok_or_else(|| CoreError::Weights(format!("tensor {name} is missing from the checkpoint")))
+    fn param<const D: usize>(
+        &mut self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Param<Tensor<D>>, CoreError> {
+        self.try_param(name, shape)?.ok_or_else(|| {
+            CoreError::Weights(format!("tensor {name} is missing from the checkpoint"))
+        })
     }
 
     fn norm(&mut self, name: &str, config: &SwitchConfig) -> Result<LayerNorm, CoreError> {
-        Ok(LayerNorm { weight: self.param(name, [config.d_model])?, eps: config.layer_norm_epsilon })
+        Ok(LayerNorm {
+            weight: self.param(name, [config.d_model])?,
+            eps: config.layer_norm_epsilon,
+        })
     }
 
-    fn attention(&mut self, prefix: &str, config: &SwitchConfig, with_bias: bool) -> Result<Attention, CoreError> {
+    fn attention(
+        &mut self,
+        prefix: &str,
+        config: &SwitchConfig,
+        with_bias: bool,
+    ) -> Result<Attention, CoreError> {
         let (d, inner) = (config.d_model, config.num_heads * config.d_kv);
         Ok(Attention {
             q: self.param(&format!("{prefix}.q.weight"), [inner, d])?,
@@ -202,8 +242,14 @@ impl Loader<'_> {
 
     fn ffn(&mut self, prefix: &str, config: &SwitchConfig) -> Result<DenseActDense, CoreError> {
         Ok(DenseActDense {
-            wi: self.param(&format!("{prefix}.wi.weight"), [config.d_ff, config.d_model])?,
-            wo: self.param(&format!("{prefix}.wo.weight"), [config.d_model, config.d_ff])?,
+            wi: self.param(
+                &format!("{prefix}.wi.weight"),
+                [config.d_ff, config.d_model],
+            )?,
+            wo: self.param(
+                &format!("{prefix}.wo.weight"),
+                [config.d_model, config.d_ff],
+            )?,
         })
     }
 
@@ -229,7 +275,10 @@ impl Loader<'_> {
                         [config.num_experts, config.d_model],
                     )?,
                     bias: if config.router_bias {
-                        Some(self.param(&format!("{p}.{ff}.mlp.router.classifier.bias"), [config.num_experts])?)
+                        Some(self.param(
+                            &format!("{p}.{ff}.mlp.router.classifier.bias"),
+                            [config.num_experts],
+                        )?)
                     } else {
                         None
                     },
@@ -253,7 +302,10 @@ impl Loader<'_> {
             });
         }
         let final_layer_norm = self.norm(&format!("{s}.final_layer_norm.weight"), config)?;
-        Ok(Stack { block: blocks, final_layer_norm })
+        Ok(Stack {
+            block: blocks,
+            final_layer_norm,
+        })
     }
 }
 
@@ -270,9 +322,13 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(SwitchConfig, SwitchM
     let mut source: Box<dyn TensorSource> = if dir.join("model.safetensors").is_file() {
         Box::new(SafetensorsFiles::file(dir.join("model.safetensors")))
     } else if dir.join("model.safetensors.index.json").is_file() {
-        Box::new(SafetensorsFiles::sharded(&dir.join("model.safetensors.index.json"))?)
+        Box::new(SafetensorsFiles::sharded(
+            &dir.join("model.safetensors.index.json"),
+        )?)
     } else if dir.join("pytorch_model.bin").is_file() {
-        Box::new(crate::torch_pickle::TorchFile::open(&dir.join("pytorch_model.bin"))?)
+        Box::new(crate::torch_pickle::TorchFile::open(
+            &dir.join("pytorch_model.bin"),
+        )?)
     } else {
         return Err(CoreError::Weights(format!(
             "{} has no model.safetensors, model.safetensors.index.json or pytorch_model.bin",

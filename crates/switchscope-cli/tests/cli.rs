@@ -1,0 +1,163 @@
+//! The `switchscope` binary as users run it, on the committed fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn switchscope(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchscope"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn reference(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn forward_json_matches_the_reference() {
+    let model = fixture("tiny");
+    let (ok, stdout, stderr) = switchscope(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-ids",
+        "5,25,59,107,1",
+        "--decoder-input-ids",
+        "0,17,42",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    let single = &reference("tiny")["single"];
+    let logits = out["logits"].as_array().unwrap();
+    assert_eq!(logits.len(), 3, "one row of logits per decoder position");
+    let mut max = 0f64;
+    // The reference keeps a batch dimension of one.
+    for (got, want) in logits.iter().zip(single["logits"][0].as_array().unwrap()) {
+        for (a, b) in got.as_array().unwrap().iter().zip(want.as_array().unwrap()) {
+            max = max.max((a.as_f64().unwrap() - b.as_f64().unwrap()).abs());
+        }
+    }
+    assert!(max <= 1e-4, "logits differ by {max}");
+    let routing = out["routing"].as_array().unwrap();
+    let want = single["routing"].as_array().unwrap();
+    assert_eq!(routing.len(), want.len());
+    for (got, want) in routing.iter().zip(want) {
+        assert_eq!(got["stack"], want["stack"]);
+        assert_eq!(got["block"], want["block"]);
+        assert_eq!(got["expert"], want["expert"][0]);
+        assert_eq!(
+            got["probs"].as_array().unwrap().len(),
+            want["expert"][0].as_array().unwrap().len()
+        );
+    }
+}
+
+#[test]
+fn generate_json_matches_greedy_reference() {
+    let reference = reference("tiny");
+    let case = &reference["greedy"][0];
+    let ids: Vec<String> = case["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    let model = fixture("tiny");
+    let (ok, stdout, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-ids",
+        &ids.join(","),
+        "--max-new-tokens",
+        &case["max_new_tokens"].to_string(),
+        "--greedy",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["output_ids"], case["output_ids_cache"]);
+    assert!(!out["routing"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn errors_are_one_clear_line() {
+    let missing = fixture("no-such-model");
+    let (ok, _, stderr) = switchscope(&[
+        "forward",
+        "--model",
+        missing.to_str().unwrap(),
+        "--input-ids",
+        "1",
+        "--decoder-input-ids",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("config.json"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let model = fixture("tiny");
+    let (ok, _, stderr) = switchscope(&[
+        "forward",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-ids",
+        "5,999",
+        "--decoder-input-ids",
+        "0",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("999") && stderr.contains("vocabulary"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+/// A checkpoint whose tensor has the wrong shape is refused, naming the tensor.
+#[test]
+fn shape_mismatch_names_the_tensor() {
+    let dir = std::env::temp_dir().join(format!("switchscope-cli-shape-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = std::fs::read_to_string(fixture("tiny").join("config.json")).unwrap();
+    let mut config: Value = serde_json::from_str(&config).unwrap();
+    config["d_ff"] = Value::from(48);
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(
+        fixture("tiny").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let (ok, _, stderr) = switchscope(&[
+        "forward",
+        "--model",
+        dir.to_str().unwrap(),
+        "--input-ids",
+        "5",
+        "--decoder-input-ids",
+        "0",
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!ok);
+    assert!(
+        stderr.contains("wi.weight") && stderr.contains("shape"),
+        "{stderr}"
+    );
+}
