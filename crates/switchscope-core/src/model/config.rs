@@ -181,7 +181,7 @@ impl SwitchConfig {
                 "exceeds num_decoder_layers".into(),
             );
         }
-        if !(self.layer_norm_epsilon > 0.0) {
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
             return bad("layer_norm_epsilon", "must be positive".into());
         }
         Ok(())
@@ -215,7 +215,7 @@ impl SwitchConfig {
             Stack::Encoder => (self.num_layers, self.num_sparse_encoder_layers),
             Stack::Decoder => (self.decoder_layers(), self.num_sparse_decoder_layers),
         };
-        let step = if sparse == 0 { layers } else { layers / sparse };
+        let step = layers.checked_div(sparse).unwrap_or(layers);
         step == 1 || block % step == 1
     }
 

@@ -69,7 +69,7 @@ impl Block {
         h: Tensor<3>,
         capacity: usize,
         at: (StackKind, usize),
-        routing: &mut Vec<Vec<LayerRouting>>,
+        routing: &mut [Vec<LayerRouting>],
     ) -> Result<Tensor<3>, CoreError> {
         let normed = self.ff_norm.forward(h.clone());
         let out = if let Some(sparse) = &self.sparse {
