@@ -8,8 +8,11 @@ use serde::Serialize;
 use switchscope_core::BackendKind;
 use switchscope_core::backend;
 use switchscope_core::model::generate::{GenerateOptions, Sampling};
-use switchscope_core::model::weights::load_hf_dir;
+use switchscope_core::model::weights::load_model_dir;
 use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchModel, TokenBatch};
+use switchscope_core::shards::convert::{ConvertOptions, Phase};
+use switchscope_core::shards::manifest::Manifest;
+use switchscope_core::shards::quant::Scheme;
 use switchscope_core::tensor::Device;
 
 #[derive(Debug, Parser)]
@@ -29,11 +32,49 @@ enum Command {
     Forward(ForwardArgs),
     /// Generate a continuation, greedy or sampled.
     Generate(GenerateArgs),
+    /// Convert a Hugging Face checkpoint into a Switchscope model directory.
+    Convert(ConvertArgs),
+    /// Describe a converted model directory: config, sizes per part, experts per layer.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct ConvertArgs {
+    /// The Hugging Face checkpoint directory.
+    #[arg(long)]
+    from: PathBuf,
+    /// The directory to create (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// How expert weights are stored.
+    #[arg(long, default_value = "int8", value_parser = ["int8", "int4", "f16", "f32"])]
+    quant: String,
+    /// Values per scale along the input dimension (int8, int4).
+    #[arg(long, default_value_t = 32)]
+    group_size: usize,
+    /// Keep scales in f32 instead of f16.
+    #[arg(long)]
+    f32_scales: bool,
+    /// Store the dense weights in f16 instead of f32.
+    #[arg(long)]
+    f16_dense: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// A converted model directory.
+    dir: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
 struct ModelArgs {
-    /// A Hugging Face checkpoint directory.
+    /// A Hugging Face checkpoint directory or a converted Switchscope model directory.
     #[arg(long)]
     model: PathBuf,
     /// Where to compute.
@@ -88,13 +129,15 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Forward(args) => forward(args),
         Command::Generate(args) => generate(args),
+        Command::Convert(args) => convert(args),
+        Command::Inspect(args) => inspect(args),
     }
 }
 
 fn open(args: &ModelArgs) -> Result<(SwitchConfig, SwitchModel)> {
     let kind: BackendKind = args.backend.parse()?;
     let device: Device = pollster::block_on(backend::gpu_device(kind))?;
-    let (config, model) = load_hf_dir(&args.model, &device)
+    let (config, model) = load_model_dir(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     Ok((config, model))
 }
@@ -211,6 +254,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     if json {
         let out = serde_json::json!({
+            "input_ids": args.input_ids,
             "output_ids": generation.output_ids,
             "routing": routing_json(&routing),
         });
@@ -220,4 +264,212 @@ fn generate(args: GenerateArgs) -> Result<()> {
         print_routing(&routing);
     }
     Ok(())
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}
+
+fn convert(args: ConvertArgs) -> Result<()> {
+    let options = ConvertOptions {
+        experts: Scheme::parse(&args.quant)?,
+        group_size: args.group_size,
+        f16_scales: !args.f32_scales,
+        f16_dense: args.f16_dense,
+    };
+    let started = std::time::Instant::now();
+    let mut bar = Progress::new(!args.json);
+    let summary = switchscope_core::shards::convert::convert(
+        &args.from,
+        &args.out,
+        &options,
+        &mut |phase, done, total| {
+            bar.update(phase, done, total);
+        },
+    )
+    .with_context(|| format!("converting {}", args.from.display()))?;
+    bar.finish();
+    let m = &summary.manifest;
+    let total = m.total_bytes();
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let out = serde_json::json!({
+            "out": args.out,
+            "files": m.files.len(),
+            "bytes": total,
+            "source_f32_bytes": summary.source_f32_bytes,
+            "compression": summary.source_f32_bytes as f64 / total as f64,
+            "seconds": seconds,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "wrote {} files, {} ({} as f32: {:.2}× smaller) to {} in {seconds:.1} s",
+            m.files.len(),
+            human_bytes(total),
+            human_bytes(summary.source_f32_bytes),
+            summary.source_f32_bytes as f64 / total as f64,
+            args.out.display()
+        );
+    }
+    Ok(())
+}
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    let path = args.dir.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let m = Manifest::from_json(&text)?;
+    let expert_bytes: u64 = m
+        .experts
+        .iter()
+        .filter_map(|e| m.file(&e.file))
+        .map(|f| f.bytes)
+        .sum();
+    let dense_bytes = m.file(&m.dense).map_or(0, |f| f.bytes);
+    let mut layers: Vec<serde_json::Value> = Vec::new();
+    for stack in [
+        switchscope_core::model::StackKind::Encoder,
+        switchscope_core::model::StackKind::Decoder,
+    ] {
+        for block in m.config.sparse_blocks(stack) {
+            let files: Vec<_> = m
+                .experts
+                .iter()
+                .filter(|e| e.stack == stack && e.block == block)
+                .collect();
+            let bytes: u64 = files
+                .iter()
+                .filter_map(|e| m.file(&e.file))
+                .map(|f| f.bytes)
+                .sum();
+            layers.push(serde_json::json!({ "stack": stack.as_str(), "block": block, "experts": files.len(), "bytes": bytes }));
+        }
+    }
+    let c = &m.config;
+    if args.json {
+        let out = serde_json::json!({
+            "format": m.format, "version": m.version, "config": c, "quantization": m.quantization,
+            "tokenizer": m.tokenizer, "parameters": c.parameter_count(),
+            "bytes": { "total": m.total_bytes(), "dense": dense_bytes, "experts": expert_bytes },
+            "expert_bytes_each": if m.experts.is_empty() { 0 } else { expert_bytes / m.experts.len() as u64 },
+            "sparse_layers": layers,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let q = &m.quantization;
+    println!("{} format v{}", m.format, m.version);
+    println!(
+        "model: d_model {}, d_ff {}, heads {}×{}, {}+{} blocks, {} experts, vocab {}, {} parameters",
+        c.d_model,
+        c.d_ff,
+        c.num_heads,
+        c.d_kv,
+        c.num_layers,
+        c.decoder_layers(),
+        c.num_experts,
+        c.vocab_size,
+        c.parameter_count()
+    );
+    println!(
+        "weights: experts {} (group {}, {} scales), dense {}; tokenizer: {}",
+        q.experts.as_str(),
+        q.group_size,
+        q.scale_dtype,
+        q.dense.as_str(),
+        m.tokenizer.as_deref().unwrap_or("none")
+    );
+    println!(
+        "size: {} in all: dense {}, experts {} ({} files, {} each)",
+        human_bytes(m.total_bytes()),
+        human_bytes(dense_bytes),
+        human_bytes(expert_bytes),
+        m.experts.len(),
+        human_bytes(if m.experts.is_empty() {
+            0
+        } else {
+            expert_bytes / m.experts.len() as u64
+        })
+    );
+    for l in &layers {
+        println!(
+            "  {:>7} block {:>2}: {} experts, {}",
+            l["stack"].as_str().unwrap_or(""),
+            l["block"],
+            l["experts"],
+            human_bytes(l["bytes"].as_u64().unwrap_or(0))
+        );
+    }
+    Ok(())
+}
+
+/// A progress bar per conversion phase on stderr (redrawn in place on a terminal, one line per
+/// phase otherwise).
+struct Progress {
+    visible: bool,
+    tty: bool,
+    phase: Option<Phase>,
+    started: std::time::Instant,
+    drawn: usize,
+}
+
+impl Progress {
+    fn new(visible: bool) -> Self {
+        use std::io::IsTerminal;
+        Self {
+            visible,
+            tty: std::io::stderr().is_terminal(),
+            phase: None,
+            started: std::time::Instant::now(),
+            drawn: usize::MAX,
+        }
+    }
+
+    fn update(&mut self, phase: Phase, done: usize, total: usize) {
+        if !self.visible {
+            return;
+        }
+        if self.phase != Some(phase) {
+            self.finish();
+            self.phase = Some(phase);
+            self.started = std::time::Instant::now();
+            self.drawn = usize::MAX;
+        }
+        // Redraw on a terminal; elsewhere only the phase's end.
+        if !self.tty && done < total {
+            return;
+        }
+        let width = 30;
+        let filled = (done * width).checked_div(total).unwrap_or(width);
+        if filled == self.drawn && done < total {
+            return;
+        }
+        self.drawn = filled;
+        eprint!(
+            "\r{:>9} [{}{}] {done}/{total} {:.1} s",
+            format!("{phase:?}").to_lowercase(),
+            "=".repeat(filled),
+            " ".repeat(width - filled),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+
+    fn finish(&mut self) {
+        if self.visible && self.phase.is_some() {
+            eprintln!();
+        }
+        self.phase = None;
+    }
 }

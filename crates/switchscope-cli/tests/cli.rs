@@ -161,3 +161,48 @@ fn shape_mismatch_names_the_tensor() {
         "{stderr}"
     );
 }
+
+#[test]
+fn convert_inspect_and_run_a_converted_model() {
+    let out = std::env::temp_dir().join(format!("switchscope-cli-convert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let from = fixture("tiny");
+    let (ok, stdout, stderr) = switchscope(&[
+        "convert",
+        "--from",
+        from.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quant",
+        "int4",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let summary: Value = serde_json::from_str(&stdout).unwrap();
+    // 16 experts (2 + 2 sparse blocks × 4), dense, tokenizer, manifest not counted.
+    assert_eq!(summary["files"], 18);
+    assert!(summary["compression"].as_f64().unwrap() > 1.5, "{summary}");
+
+    let (ok, stdout, stderr) = switchscope(&["inspect", out.to_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let info: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(info["quantization"]["experts"], "int4");
+    assert_eq!(info["sparse_layers"].as_array().unwrap().len(), 4);
+    let (ok, stdout, _) = switchscope(&["inspect", out.to_str().unwrap()]);
+    assert!(ok && stdout.contains("experts int4"), "{stdout}");
+
+    let (ok, stdout, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--input-ids",
+        "5,25,59,107,1",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let gen_: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(gen_["output_ids"].as_array().unwrap().len(), 5);
+    std::fs::remove_dir_all(&out).unwrap();
+}

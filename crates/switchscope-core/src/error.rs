@@ -18,6 +18,15 @@ pub enum CoreError {
     /// Weights missing, of the wrong shape or in an unreadable format; names the tensor or file.
     #[error("{0}")]
     Weights(String),
+    /// A manifest that is malformed, of another format or version, or unsafe.
+    #[error("{0}")]
+    Manifest(String),
+    /// A shard (any file of a converted model) that is missing, truncated or corrupt.
+    #[error("shard {file} {reason}")]
+    Shard { file: String, reason: String },
+    /// A tokenizer that cannot be loaded or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     /// Bad input from the caller (empty sequence, id outside the vocabulary, ...).
     #[error("{0}")]
     Input(String),

@@ -7,6 +7,8 @@
 //!
 //! - [`backend`]: which backend a computation runs on, and how its device is created (once).
 //! - [`model`]: the Switch Transformer (config, layers, routing, generation, weight loading).
+//! - [`shards`]: the converted model format (manifest, quantized expert shards), the
+//!   converter, and reading converted directories.
 //! - [`torch_pickle`]: reads `pytorch_model.bin` checkpoints without Python.
 //! - [`probe`]: a small, fixed computation (matmul → ReLU → softmax) with a plain-Rust
 //!   reference, used to prove that a backend computes what the CPU computes.
@@ -15,6 +17,7 @@ pub mod backend;
 pub mod error;
 pub mod model;
 pub mod probe;
+pub mod shards;
 pub mod torch_pickle;
 
 pub use backend::BackendKind;

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::{Dtype, SafeTensors};
 
 use super::SwitchModel;
 use super::attention::Attention;
@@ -17,6 +16,8 @@ use super::layers::{DenseActDense, LayerNorm};
 use super::routing::{Router, SparseMlp};
 use super::stack::{Block, Stack};
 use crate::CoreError;
+use crate::shards::files::ConvertedDir;
+use crate::shards::safetensors::SafetensorsFile;
 
 /// A tensor on the host in f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,41 +35,42 @@ pub trait TensorSource {
     fn get(&mut self, name: &str) -> Result<Option<HostTensor>, CoreError>;
 }
 
-/// Decodes safetensors bytes of `dtype` to f32 (F32, F16, BF16 are accepted).
+/// Decodes little-endian floats of safetensors dtype `dtype` (`F32`, `F16`, `BF16`) to f32.
 ///
 /// # Errors
-/// [`CoreError::Weights`] for other dtypes.
-pub fn decode_floats(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>, CoreError> {
+/// [`CoreError::Weights`] naming the tensor for other dtypes.
+pub fn decode_floats_named(dtype: &str, bytes: &[u8], name: &str) -> Result<Vec<f32>, CoreError> {
     Ok(match dtype {
-        Dtype::F32 => bytes
+        "F32" => bytes
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect(),
-        Dtype::F16 => bytes
+        "F16" => bytes
             .chunks_exact(2)
             .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
-        Dtype::BF16 => bytes
+        "BF16" => bytes
             .chunks_exact(2)
             .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
             .collect(),
         other => {
             return Err(CoreError::Weights(format!(
-                "tensor {name} has dtype {other:?}; expected F32, F16 or BF16"
+                "tensor {name} has dtype {other}; expected F32, F16 or BF16"
             )));
         }
     })
 }
 
 /// One or more `.safetensors` files (a single `model.safetensors` or the shards named by
-/// `model.safetensors.index.json`). Files are read on first use and kept.
+/// `model.safetensors.index.json`). Headers are read once; each tensor is read on request, so
+/// memory holds one tensor at a time.
 #[derive(Debug, Default)]
 pub struct SafetensorsFiles {
     /// Tensor name → file.
     index: HashMap<String, PathBuf>,
     /// Single-file mode: every name is looked up in this file.
     single: Option<PathBuf>,
-    loaded: HashMap<PathBuf, Vec<u8>>,
+    open: HashMap<PathBuf, SafetensorsFile>,
 }
 
 impl SafetensorsFiles {
@@ -121,19 +123,17 @@ impl TensorSource for SafetensorsFiles {
         else {
             return Ok(None);
         };
-        if !self.loaded.contains_key(&path) {
-            let bytes = std::fs::read(&path).map_err(|e| CoreError::io(&path, e))?;
-            self.loaded.insert(path.clone(), bytes);
+        if !self.open.contains_key(&path) {
+            let file = SafetensorsFile::open(&path)?;
+            self.open.insert(path.clone(), file);
         }
-        let bytes = &self.loaded[&path];
-        let file = SafeTensors::deserialize(bytes)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-        let Ok(view) = file.tensor(name) else {
+        let file = self.open.get_mut(&path).expect("just opened");
+        let Some((info, bytes)) = file.read(name)? else {
             return Ok(None);
         };
-        let data = decode_floats(view.dtype(), view.data(), name)?;
+        let data = decode_floats_named(&info.dtype, &bytes, name)?;
         Ok(Some(HostTensor {
-            shape: view.shape().to_vec(),
+            shape: info.shape,
             data,
         }))
     }
@@ -309,17 +309,17 @@ impl Loader<'_> {
     }
 }
 
-/// Opens a Hugging Face checkpoint directory: `config.json` plus `model.safetensors`,
-/// `model.safetensors.index.json` (sharded) or `pytorch_model.bin`.
+/// Opens a Hugging Face checkpoint directory's config and weights: `config.json` plus
+/// `model.safetensors`, `model.safetensors.index.json` (sharded) or `pytorch_model.bin`.
 ///
 /// # Errors
 /// [`CoreError::Io`] for a missing file, [`CoreError::Config`] for a bad config,
-/// [`CoreError::Weights`] for weights that do not fit the config.
-pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(SwitchConfig, SwitchModel), CoreError> {
+/// [`CoreError::Weights`] when no weights file is there.
+pub fn open_hf_source(dir: &Path) -> Result<(SwitchConfig, Box<dyn TensorSource>), CoreError> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| CoreError::io(&config_path, e))?;
     let config = SwitchConfig::from_json(&text)?;
-    let mut source: Box<dyn TensorSource> = if dir.join("model.safetensors").is_file() {
+    let source: Box<dyn TensorSource> = if dir.join("model.safetensors").is_file() {
         Box::new(SafetensorsFiles::file(dir.join("model.safetensors")))
     } else if dir.join("model.safetensors.index.json").is_file() {
         Box::new(SafetensorsFiles::sharded(
@@ -335,6 +335,33 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(SwitchConfig, SwitchM
             dir.display()
         )));
     };
+    Ok((config, source))
+}
+
+/// Loads a Hugging Face checkpoint directory onto `device`.
+///
+/// # Errors
+/// As [`open_hf_source`], and [`CoreError::Weights`] for weights that do not fit the config.
+pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<(SwitchConfig, SwitchModel), CoreError> {
+    let (config, mut source) = open_hf_source(dir)?;
     let model = load_model(&config, source.as_mut(), device)?;
     Ok((config, model))
+}
+
+/// Loads either kind of model directory: a converted Switchscope model (`manifest.json`, every
+/// file checked against its SHA-256) or a Hugging Face checkpoint.
+///
+/// # Errors
+/// As [`load_hf_dir`], plus [`CoreError::Manifest`] and [`CoreError::Shard`].
+pub fn load_model_dir(
+    dir: &Path,
+    device: &Device,
+) -> Result<(SwitchConfig, SwitchModel), CoreError> {
+    if dir.join("manifest.json").is_file() {
+        let mut source = ConvertedDir::open(dir)?;
+        let config = source.manifest.config.clone();
+        let model = load_model(&config, &mut source, device)?;
+        return Ok((config, model));
+    }
+    load_hf_dir(dir, device)
 }

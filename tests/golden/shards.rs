@@ -1,0 +1,219 @@
+//! Converting the fixture checkpoints into the shard format and loading them back: exact for
+//! f32, within the stated agreement for int8 and int4; bad shards give typed errors.
+
+use std::path::{Path, PathBuf};
+
+use switchscope_core::CoreError;
+use switchscope_core::backend::cpu_device;
+use switchscope_core::model::weights::load_model_dir;
+use switchscope_core::model::{RunOptions, TokenBatch};
+use switchscope_core::shards::convert::{ConvertOptions, convert};
+use switchscope_core::shards::manifest::Manifest;
+use switchscope_core::shards::quant::Scheme;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchscope-shards-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn convert_to(from: &str, scheme: Scheme, tag: &str) -> PathBuf {
+    let out = scratch(tag);
+    let options = ConvertOptions {
+        experts: scheme,
+        ..ConvertOptions::default()
+    };
+    convert(&fixture(from), &out, &options, &mut |_, _, _| {}).unwrap();
+    out
+}
+
+/// Sequences to compare routing on: the fixture's inputs and a fixed set of id sequences.
+fn inputs() -> Vec<Vec<u32>> {
+    let mut rows: Vec<Vec<u32>> = (0..12u32)
+        .map(|s| {
+            (0..16u32)
+                .map(|i| 3 + (s * 31 + i * 17 + i * i * 7) % 120)
+                .chain([1])
+                .collect()
+        })
+        .collect();
+    rows.push(vec![5, 25, 59, 107, 1]);
+    rows
+}
+
+/// Routing agreement (fraction of token × sparse-layer decisions equal) and greedy next-token
+/// agreement of model `b` against model `a`.
+fn agreement(a: &Path, b: &Path) -> (f64, f64) {
+    let device = cpu_device();
+    let (config, ma) = load_model_dir(a, &device).unwrap();
+    let (_, mb) = load_model_dir(b, &device).unwrap();
+    let (mut same, mut total, mut next_same, mut next_total) = (0usize, 0usize, 0usize, 0usize);
+    for row in inputs() {
+        let input = TokenBatch::new(std::slice::from_ref(&row), 0).unwrap();
+        let decoder = TokenBatch::new(&[vec![0, row[0], row[1], row[2]]], 0).unwrap();
+        let oa = pollster::block_on(ma.forward(&config, &input, &decoder, RunOptions::default()))
+            .unwrap();
+        let ob = pollster::block_on(mb.forward(&config, &input, &decoder, RunOptions::default()))
+            .unwrap();
+        for (la, lb) in oa.routing[0].iter().zip(&ob.routing[0]) {
+            for (ea, eb) in la.expert.iter().zip(&lb.expert) {
+                total += 1;
+                same += usize::from(ea == eb);
+            }
+        }
+        for (ra, rb) in oa.logits[0].iter().zip(&ob.logits[0]) {
+            next_total += 1;
+            let argmax = |r: &Vec<f32>| switchscope_core::model::generate::argmax(r);
+            next_same += usize::from(argmax(ra) == argmax(rb));
+        }
+    }
+    (
+        same as f64 / total as f64,
+        next_same as f64 / next_total as f64,
+    )
+}
+
+#[test]
+fn f32_conversion_is_exact_and_quantized_ones_agree() {
+    let hf = fixture("tiny");
+    let f32_dir = convert_to("tiny", Scheme::F32, "f32");
+    let (routing, next) = agreement(&hf, &f32_dir);
+    assert_eq!(
+        (routing, next),
+        (1.0, 1.0),
+        "f32 shards must reproduce the checkpoint"
+    );
+
+    let int8 = convert_to("tiny", Scheme::Int8, "int8");
+    let (routing, next) = agreement(&hf, &int8);
+    eprintln!("int8: routing agreement {routing:.4}, next-token agreement {next:.4}");
+    assert!(routing >= 0.99, "int8 routing agreement {routing}");
+
+    let int4 = convert_to("tiny", Scheme::Int4, "int4");
+    let (routing, next) = agreement(&hf, &int4);
+    eprintln!("int4: routing agreement {routing:.4}, next-token agreement {next:.4}");
+    assert!(routing >= 0.97, "int4 routing agreement {routing}");
+
+    // Sizes: int4 experts are smaller than int8, which are smaller than f32.
+    let size = |dir: &Path| {
+        let m = Manifest::from_json(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+            .unwrap();
+        m.experts
+            .iter()
+            .map(|e| m.file(&e.file).unwrap().bytes)
+            .sum::<u64>()
+    };
+    assert!(size(&int4) < size(&int8) && size(&int8) < size(&f32_dir));
+    for dir in [f32_dir, int8, int4] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
+fn every_checkpoint_format_converts() {
+    for name in ["tiny-sharded", "tiny-bin", "tiny-8"] {
+        let out = convert_to(name, Scheme::Int8, name);
+        let (config, model) = load_model_dir(&out, &cpu_device()).unwrap();
+        let input = TokenBatch::new(&[vec![5, 25, 59, 107, 1]], 0).unwrap();
+        let decoder = TokenBatch::new(&[vec![0, 17, 42]], 0).unwrap();
+        let out_ =
+            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        assert_eq!(out_.logits[0].len(), 3);
+        std::fs::remove_dir_all(out).unwrap();
+    }
+}
+
+#[test]
+fn bad_shards_are_typed_errors_naming_the_file() {
+    let dir = convert_to("tiny", Scheme::Int8, "bad");
+    let m =
+        Manifest::from_json(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let shard = dir.join(&m.experts[0].file);
+    let original = std::fs::read(&shard).unwrap();
+    let device = cpu_device();
+    let expect_shard_error = |what: &str| {
+        let err = load_model_dir(&dir, &device).unwrap_err();
+        match &err {
+            CoreError::Shard { file, reason } => {
+                assert_eq!(file, &m.experts[0].file, "{what}: {err}");
+                assert!(reason.contains(what), "{what}: {err}");
+            }
+            other => panic!("{what}: expected a shard error, got {other}"),
+        }
+    };
+
+    // Corrupt: same size, one byte flipped.
+    let mut corrupt = original.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xFF;
+    std::fs::write(&shard, &corrupt).unwrap();
+    expect_shard_error("sha256");
+
+    // Truncated.
+    std::fs::write(&shard, &original[..original.len() / 2]).unwrap();
+    expect_shard_error("truncated");
+
+    // Missing.
+    std::fs::remove_file(&shard).unwrap();
+    expect_shard_error("cannot be read");
+
+    // Restored: loads again.
+    std::fs::write(&shard, &original).unwrap();
+    load_model_dir(&dir, &device).unwrap();
+
+    // A manifest naming a file outside the directory, or from a future version.
+    let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let escaped = text.replacen(&m.experts[0].file, "../../etc/passwd", 2);
+    std::fs::write(dir.join("manifest.json"), escaped).unwrap();
+    let err = load_model_dir(&dir, &device).unwrap_err();
+    assert!(
+        matches!(err, CoreError::Manifest(_)) && err.to_string().contains(".."),
+        "{err}"
+    );
+    let future = text.replacen("\"version\": 1", "\"version\": 9", 1);
+    std::fs::write(dir.join("manifest.json"), future).unwrap();
+    let err = load_model_dir(&dir, &device).unwrap_err();
+    assert!(err.to_string().contains("version 9"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn an_existing_output_is_not_overwritten_and_failures_leave_nothing() {
+    let out = scratch("exists");
+    std::fs::create_dir_all(&out).unwrap();
+    let err = convert(
+        &fixture("tiny"),
+        &out,
+        &ConvertOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("already exists"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+
+    // A bad group size fails before writing anything.
+    let options = ConvertOptions {
+        group_size: 12,
+        ..ConvertOptions::default()
+    };
+    assert!(convert(&fixture("tiny"), &out, &options, &mut |_, _, _| {}).is_err());
+    assert!(!out.exists());
+    let parent = out.parent().unwrap();
+    let leftovers = std::fs::read_dir(parent)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(&format!("partial-{}", std::process::id()))
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temporary directory is left behind");
+}
