@@ -217,3 +217,83 @@ fn an_existing_output_is_not_overwritten_and_failures_leave_nothing() {
         .count();
     assert_eq!(leftovers, 0, "no temporary directory is left behind");
 }
+
+/// Loaded lazily, a converted model reads exactly the shards of the experts its routers chose
+/// (dropped tokens need none), and computes what the eagerly loaded model computes.
+#[test]
+fn lazy_loading_reads_exactly_the_routed_experts() {
+    use std::collections::BTreeSet;
+    use switchscope_core::model::weights::load_converted_lazy;
+    use switchscope_core::shards::manifest::expert_file;
+
+    for (fixture_name, scheme) in [("tiny", Scheme::Int8), ("tiny-drop", Scheme::Int4)] {
+        let dir = convert_to(fixture_name, scheme, &format!("lazy-{fixture_name}"));
+        let device = cpu_device();
+        let (config, model, store) = load_converted_lazy(&dir, &device).unwrap();
+        assert!(
+            store.loaded_files().is_empty(),
+            "nothing is read before the first token"
+        );
+
+        let input = TokenBatch::new(&[vec![5, 25, 59, 107, 1]], 0).unwrap();
+        let decoder = TokenBatch::new(&[vec![0, 17, 42]], 0).unwrap();
+        let out =
+            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        let routed: BTreeSet<String> = out.routing[0]
+            .iter()
+            .flat_map(|layer| {
+                layer
+                    .expert
+                    .iter()
+                    .filter(|&&e| e >= 0)
+                    .map(move |&e| expert_file(layer.stack, layer.block, e as usize))
+            })
+            .collect();
+        let loaded: Vec<String> = store.loaded_files();
+        let loaded_set: BTreeSet<String> = loaded.iter().cloned().collect();
+        assert_eq!(loaded.len(), loaded_set.len(), "each shard is read once");
+        assert_eq!(
+            loaded_set, routed,
+            "{fixture_name}: shards read = experts routed to"
+        );
+        assert!(
+            loaded.len() < config.num_experts * 4,
+            "a forward pass does not need every expert"
+        );
+
+        // Same numbers as loading every expert up front.
+        let (_, eager) = load_model_dir(&dir, &device).unwrap();
+        let want =
+            pollster::block_on(eager.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        assert_eq!(out.logits, want.logits);
+        assert_eq!(out.routing, want.routing);
+
+        // A second pass reads nothing new.
+        pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
+            .unwrap();
+        assert_eq!(store.loaded_files().len(), loaded.len());
+
+        // A corrupt shard of an expert that is needed fails the pass with the shard's name, and
+        // is not kept: once repaired, the same model succeeds.
+        let (_, model, store) = load_converted_lazy(&dir, &device).unwrap();
+        let victim = dir.join(&loaded[0]);
+        let original = std::fs::read(&victim).unwrap();
+        let mut corrupt = original.clone();
+        corrupt[original.len() / 2] ^= 0x55;
+        std::fs::write(&victim, &corrupt).unwrap();
+        let err =
+            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap_err();
+        assert!(
+            matches!(&err, CoreError::Shard { file, .. } if *file == loaded[0]),
+            "{err}"
+        );
+        std::fs::write(&victim, &original).unwrap();
+        pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
+            .unwrap();
+        assert!(store.loaded_files().contains(&loaded[0]));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -5,14 +5,17 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
+use std::sync::Arc;
 use switchscope_core::BackendKind;
 use switchscope_core::backend;
 use switchscope_core::model::generate::{GenerateOptions, Sampling};
-use switchscope_core::model::weights::load_model_dir;
+
+use switchscope_core::model::weights::{load_converted_lazy, load_model_dir};
 use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchModel, TokenBatch};
 use switchscope_core::shards::convert::{ConvertOptions, Phase};
 use switchscope_core::shards::manifest::Manifest;
 use switchscope_core::shards::quant::Scheme;
+use switchscope_core::shards::store::ExpertStore;
 use switchscope_core::tensor::Device;
 
 #[derive(Debug, Parser)]
@@ -134,12 +137,27 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn open(args: &ModelArgs) -> Result<(SwitchConfig, SwitchModel)> {
+/// A loaded model; for a converted model directory, the store its experts come from on demand.
+type Opened = (SwitchConfig, SwitchModel, Option<Arc<ExpertStore>>);
+
+fn open(args: &ModelArgs) -> Result<Opened> {
     let kind: BackendKind = args.backend.parse()?;
     let device: Device = pollster::block_on(backend::gpu_device(kind))?;
-    let (config, model) = load_model_dir(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    Ok((config, model))
+    let context = || format!("loading {}", args.model.display());
+    if args.model.join("manifest.json").is_file() {
+        let (config, model, store) =
+            load_converted_lazy(&args.model, &device).with_context(context)?;
+        return Ok((config, model, Some(store)));
+    }
+    let (config, model) = load_model_dir(&args.model, &device).with_context(context)?;
+    Ok((config, model, None))
+}
+
+/// The shards read so far (converted models only), as JSON.
+fn shards_json(store: Option<&Arc<ExpertStore>>) -> serde_json::Value {
+    store.map_or(serde_json::Value::Null, |s| {
+        serde_json::json!(s.loaded_files())
+    })
 }
 
 /// The routing of one sequence as the JSON contract names it.
@@ -191,7 +209,7 @@ fn print_routing(routing: &[LayerRouting]) {
 }
 
 fn forward(args: ForwardArgs) -> Result<()> {
-    let (config, model) = open(&args.model)?;
+    let (config, model, store) = open(&args.model)?;
     let input = TokenBatch::new(&[args.input_ids], config.pad_token_id)?;
     let decoder = TokenBatch::new(&[args.decoder_input_ids], config.pad_token_id)?;
     let options = RunOptions {
@@ -200,7 +218,11 @@ fn forward(args: ForwardArgs) -> Result<()> {
     let out = pollster::block_on(model.forward(&config, &input, &decoder, options))?;
     let routing = &out.routing[0];
     if args.model.json {
-        let json = serde_json::json!({ "logits": out.logits[0], "routing": routing_json(routing) });
+        let json = serde_json::json!({
+            "logits": out.logits[0],
+            "routing": routing_json(routing),
+            "shards_loaded": shards_json(store.as_ref()),
+        });
         println!("{json}");
     } else {
         for (i, row) in out.logits[0].iter().enumerate() {
@@ -216,7 +238,7 @@ fn forward(args: ForwardArgs) -> Result<()> {
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
-    let (config, model) = open(&args.model)?;
+    let (config, model, store) = open(&args.model)?;
     if args.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1");
     }
@@ -257,6 +279,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             "input_ids": args.input_ids,
             "output_ids": generation.output_ids,
             "routing": routing_json(&routing),
+            "shards_loaded": shards_json(store.as_ref()),
         });
         println!("{out}");
     } else {

@@ -204,5 +204,8 @@ fn convert_inspect_and_run_a_converted_model() {
     assert!(ok, "{stderr}");
     let gen_: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(gen_["output_ids"].as_array().unwrap().len(), 5);
+    // Experts were read on demand: some, and only routed ones.
+    let loaded = gen_["shards_loaded"].as_array().unwrap();
+    assert!(!loaded.is_empty() && loaded.len() <= 16, "{loaded:?}");
     std::fs::remove_dir_all(&out).unwrap();
 }

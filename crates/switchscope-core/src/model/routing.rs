@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Stack;
 use super::layers::{DenseActDense, linear};
 use crate::CoreError;
+use crate::shards::store::LazyExperts;
 
 /// `SwitchTransformersTop1Router.classifier`: `[num_experts, d_model]` (+ optional bias).
 #[derive(Module, Debug)]
@@ -23,7 +24,11 @@ pub struct Router {
 #[derive(Module, Debug)]
 pub struct SparseMlp {
     pub router: Router,
+    /// The experts, when loaded up front; empty when they come from `lazy`.
     pub experts: Vec<DenseActDense>,
+    /// Where experts come from on demand (converted models).
+    #[module(skip)]
+    pub lazy: Option<LazyExperts>,
 }
 
 /// What the router did with one sequence in one sparse layer.
@@ -99,7 +104,7 @@ impl SparseMlp {
     ) -> Result<(Tensor<3>, Vec<LayerRouting>), CoreError> {
         let [b, s, d] = x.dims();
         let device = x.device();
-        let experts = self.experts.len();
+        let experts = self.router.weight.val().dims()[0];
         let mut logits = linear(x.clone(), &self.router.weight);
         if let Some(bias) = &self.router.bias {
             logits = logits + bias.val().unsqueeze::<3>();
@@ -138,7 +143,21 @@ impl SparseMlp {
             let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
             let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
             let scale = Tensor::<2>::from_data(TensorData::new(scale, [n, 1]), &device);
-            let y = self.experts[e].forward_rows(flat.clone().select(0, index.clone())) * scale;
+            let rows = flat.clone().select(0, index.clone());
+            let y = match (&self.lazy, self.experts.get(e)) {
+                (_, Some(expert)) => expert.forward_rows(rows),
+                (Some(lazy), None) => lazy
+                    .store
+                    .expert(lazy.stack, lazy.block, e)
+                    .await?
+                    .forward_rows(rows),
+                (None, None) => {
+                    return Err(CoreError::Weights(format!(
+                        "{} block {block} has no expert {e}",
+                        stack.as_str()
+                    )));
+                }
+            } * scale;
             out = out.select_assign(0, index, y, IndexingUpdateOp::Assign);
         }
         Ok((out.reshape([b, s, d]), traces))

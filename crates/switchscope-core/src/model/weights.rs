@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -18,6 +19,7 @@ use super::stack::{Block, Stack};
 use crate::CoreError;
 use crate::shards::files::ConvertedDir;
 use crate::shards::safetensors::SafetensorsFile;
+use crate::shards::store::{ExpertStore, FileSource, LazyExperts};
 
 /// A tensor on the host in f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -149,7 +151,25 @@ pub fn load_model(
     source: &mut dyn TensorSource,
     device: &Device,
 ) -> Result<SwitchModel, CoreError> {
-    let mut loader = Loader { source, device };
+    load_model_with(config, source, device, None)
+}
+
+/// Builds the model with its dense weights from `source` and, when `lazy` is given, its experts
+/// left to the store (fetched when first routed to).
+///
+/// # Errors
+/// As [`load_model`].
+pub fn load_model_with(
+    config: &SwitchConfig,
+    source: &mut dyn TensorSource,
+    device: &Device,
+    lazy: Option<Arc<ExpertStore>>,
+) -> Result<SwitchModel, CoreError> {
+    let mut loader = Loader {
+        source,
+        device,
+        lazy,
+    };
     let d = config.d_model;
     let shared = match loader.try_param::<2>("shared.weight", [config.vocab_size, d])? {
         Some(p) => p,
@@ -177,6 +197,7 @@ pub fn load_model(
 struct Loader<'a> {
     source: &'a mut dyn TensorSource,
     device: &'a Device,
+    lazy: Option<Arc<ExpertStore>>,
 }
 
 impl Loader<'_> {
@@ -283,10 +304,30 @@ impl Loader<'_> {
                         None
                     },
                 };
-                let experts = (0..config.num_experts)
-                    .map(|e| self.ffn(&format!("{p}.{ff}.mlp.experts.expert_{e}"), config))
-                    .collect::<Result<_, _>>()?;
-                (None, Some(SparseMlp { router, experts }))
+                let (experts, lazy) = match &self.lazy {
+                    Some(store) => (
+                        Vec::new(),
+                        Some(LazyExperts {
+                            store: store.clone(),
+                            stack: kind,
+                            block: i,
+                        }),
+                    ),
+                    None => (
+                        (0..config.num_experts)
+                            .map(|e| self.ffn(&format!("{p}.{ff}.mlp.experts.expert_{e}"), config))
+                            .collect::<Result<_, _>>()?,
+                        None,
+                    ),
+                };
+                (
+                    None,
+                    Some(SparseMlp {
+                        router,
+                        experts,
+                        lazy,
+                    }),
+                )
             } else {
                 (Some(self.ffn(&format!("{p}.{ff}.mlp"), config)?), None)
             };
@@ -364,4 +405,26 @@ pub fn load_model_dir(
         return Ok((config, model));
     }
     load_hf_dir(dir, device)
+}
+
+/// Loads a converted model directory with its dense weights now and each expert on demand:
+/// a shard is read (and checked) only when the router first sends a token to its expert.
+///
+/// # Errors
+/// [`CoreError::Manifest`], [`CoreError::Shard`] (dense file), [`CoreError::Weights`].
+pub fn load_converted_lazy(
+    dir: &Path,
+    device: &Device,
+) -> Result<(SwitchConfig, SwitchModel, Arc<ExpertStore>), CoreError> {
+    let mut dense = ConvertedDir::open(dir)?;
+    let config = dense.manifest.config.clone();
+    let store = Arc::new(ExpertStore::new(
+        dense.manifest.clone(),
+        Box::new(FileSource {
+            dir: dir.to_owned(),
+        }),
+        device.clone(),
+    ));
+    let model = load_model_with(&config, &mut dense, device, Some(store.clone()))?;
+    Ok((config, model, store))
 }

@@ -6,3 +6,4 @@ pub mod files;
 pub mod manifest;
 pub mod quant;
 pub mod safetensors;
+pub mod store;
