@@ -4,11 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::Manifest;
-use super::quant::{Quantized, Scheme};
-use super::safetensors::{SafetensorsFile, parse_bytes};
+use super::safetensors::SafetensorsFile;
+use super::store::{decode_matrix, verify};
 use crate::CoreError;
 use crate::model::weights::{HostTensor, TensorSource, decode_floats_named};
 
@@ -32,31 +30,11 @@ pub fn read_verified(dir: &Path, manifest: &Manifest, name: &str) -> Result<Vec<
         file: name.to_owned(),
         reason: "is not listed in the manifest".into(),
     })?;
-    let path = dir.join(name);
-    let bytes = std::fs::read(&path).map_err(|e| CoreError::Shard {
+    let bytes = std::fs::read(dir.join(name)).map_err(|e| CoreError::Shard {
         file: name.to_owned(),
         reason: format!("cannot be read: {e}"),
     })?;
-    if bytes.len() as u64 != entry.bytes {
-        return Err(CoreError::Shard {
-            file: name.to_owned(),
-            reason: format!(
-                "has {} bytes; the manifest says {} (truncated?)",
-                bytes.len(),
-                entry.bytes
-            ),
-        });
-    }
-    let digest: String = Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if digest != entry.sha256 {
-        return Err(CoreError::Shard {
-            file: name.to_owned(),
-            reason: "does not match its sha256 (corrupt)".into(),
-        });
-    }
+    verify(entry, &bytes)?;
     Ok(bytes)
 }
 
@@ -94,61 +72,11 @@ impl ConvertedDir {
     fn expert(&mut self, file: &str, matrix: &str) -> Result<HostTensor, CoreError> {
         let bytes = read_verified(&self.dir, &self.manifest, file)?;
         self.opened.push(file.to_owned());
-        let shard = |what: String| CoreError::Shard {
-            file: file.to_owned(),
-            reason: what,
-        };
-        // Parsed from the verified bytes, not from the file again.
-        let tensors = parse_bytes(&bytes).map_err(shard)?;
-        let get = |name: String| {
-            tensors
-                .get(&name)
-                .ok_or_else(|| shard(format!("has no {name}")))
-        };
-        let q = &self.manifest.quantization;
-        match q.experts {
-            Scheme::F32 | Scheme::F16 => {
-                let (info, raw) = get(format!("{matrix}.weight"))?;
-                Ok(HostTensor {
-                    data: decode_floats_named(&info.dtype, raw, matrix)?,
-                    shape: info.shape.clone(),
-                })
-            }
-            scheme => {
-                let (qinfo, qraw) = get(format!("{matrix}.qweight"))?;
-                let (sinfo, sraw) = get(format!("{matrix}.scales"))?;
-                let rows = qinfo.shape[0];
-                let cols = self.matrix_cols(matrix);
-                let quantized = Quantized {
-                    rows,
-                    cols,
-                    group_size: q.group_size,
-                    scheme,
-                    data: qraw.to_vec(),
-                    scales: decode_floats_named(&sinfo.dtype, sraw, matrix)?,
-                };
-                if quantized.data.len()
-                    != rows * super::quant::padded_cols(cols, q.group_size)
-                        / if scheme == Scheme::Int4 { 2 } else { 1 }
-                {
-                    return Err(shard(format!(
-                        "{matrix}.qweight has the wrong size for the manifest's scheme"
-                    )));
-                }
-                Ok(HostTensor {
-                    data: quantized.dequantize(),
-                    shape: vec![rows, cols],
-                })
-            }
-        }
-    }
-
-    fn matrix_cols(&self, matrix: &str) -> usize {
-        if matrix == "wi" {
-            self.manifest.config.d_model
-        } else {
-            self.manifest.config.d_ff
-        }
+        let (data, shape) = decode_matrix(&self.manifest, file, &bytes, matrix)?;
+        Ok(HostTensor {
+            data,
+            shape: shape.to_vec(),
+        })
     }
 }
 
