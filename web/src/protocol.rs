@@ -1,7 +1,26 @@
 //! Messages between the page and the compute worker, sent as JSON strings with `postMessage`.
 
 use serde::{Deserialize, Serialize};
-use switchscope_core::BackendKind;
+
+/// The backend that computed a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The browser's WebGPU.
+    Webgpu,
+    /// burn's CPU backend in wasm.
+    Cpu,
+}
+
+impl Backend {
+    /// `webgpu` or `cpu`, as the UI shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webgpu => "webgpu",
+            Self::Cpu => "cpu",
+        }
+    }
+}
 
 /// Which backend the user asked for (`?backend=` in the URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -70,20 +89,24 @@ impl AdapterInfo {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
     /// The backend that computed `result`.
-    pub backend: BackendKind,
+    pub backend: Backend,
     /// Why the CPU is used although WebGPU was not refused by the user; `None` on WebGPU.
     pub fallback_reason: Option<String>,
     /// The adapter, when one was found.
     pub adapter: Option<AdapterInfo>,
-    /// The result on `backend`, `ROWS × COLS` row-major.
+    /// The result on `backend`, `rows × cols` row-major.
     pub result: Vec<f32>,
+    /// Columns of the result.
+    pub cols: usize,
+    /// The agreement required between backends.
+    pub tolerance: f32,
     /// The same computation on the CPU backend.
     pub cpu_result: Vec<f32>,
     /// Largest absolute difference between `result` and `cpu_result`.
     pub max_abs_diff: f32,
     /// Largest absolute difference between `result` and the plain-Rust reference.
     pub reference_diff: f32,
-    /// Whether both differences are within [`switchscope_core::probe::TOLERANCE`].
+    /// Whether both differences are within `tolerance`.
     pub matches: bool,
     /// Milliseconds for the run on `backend` (including device set-up on first use).
     pub backend_ms: f64,

@@ -10,7 +10,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gpu;
-use crate::protocol::{BackendPreference, ProbeReport, Request, Response};
+use crate::protocol::{Backend, BackendPreference, ProbeReport, Request, Response};
 
 thread_local! {
     /// Set once WebGPU failed to initialise in this worker, so later requests do not retry.
@@ -124,7 +124,13 @@ async fn run_probe(preference: BackendPreference) -> Result<ProbeReport, String>
     let max_abs_diff = probe::max_abs_diff(&result, &cpu_result);
     let reference_diff = probe::max_abs_diff(&result, &probe::reference());
     Ok(ProbeReport {
-        backend: kind,
+        backend: if kind == BackendKind::Webgpu {
+            Backend::Webgpu
+        } else {
+            Backend::Cpu
+        },
+        cols: probe::COLS,
+        tolerance: probe::TOLERANCE,
         fallback_reason,
         adapter,
         matches: max_abs_diff <= probe::TOLERANCE && reference_diff <= probe::TOLERANCE,

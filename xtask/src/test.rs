@@ -88,6 +88,8 @@ fn clippy_wasm(tools: &Tools) -> Result<()> {
         "--target",
         WASM_TARGET,
         "--all-targets",
+        "--features",
+        "compute",
         "--locked",
         "--",
         "-D",
@@ -115,7 +117,13 @@ fn wasm_tests(tools: &Tools) -> Result<()> {
         tools
             .command("cargo")
             .args(["test", "-p", "switchscope-web", "--target", WASM_TARGET])
-            .args(["--profile", "wasm-release", "--locked"])
+            .args([
+                "--features",
+                "compute",
+                "--profile",
+                "wasm-release",
+                "--locked",
+            ])
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
             .current_dir(root().join("web")),

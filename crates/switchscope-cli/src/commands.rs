@@ -17,6 +17,7 @@ use switchscope_core::shards::manifest::Manifest;
 use switchscope_core::shards::quant::Scheme;
 use switchscope_core::shards::store::ExpertStore;
 use switchscope_core::tensor::Device;
+use switchscope_core::tokenizer::Tokenizer;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -108,8 +109,16 @@ struct GenerateArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Encoder input ids, comma-separated.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
     input_ids: Vec<u32>,
+    /// Text to encode with the model's tokenizer.json (instead of --input-ids).
+    #[arg(long)]
+    prompt: Option<String>,
     #[arg(long, default_value_t = 20)]
     max_new_tokens: usize,
     /// Pick the most probable token (the default unless --temperature is given).
@@ -263,30 +272,61 @@ fn generate(args: GenerateArgs) -> Result<()> {
         },
     };
     let json = args.model.json;
-    let generation =
-        pollster::block_on(model.generate(&config, &args.input_ids, &options, |step| {
-            if !json {
-                println!("token {}", step.token);
-            }
-            true
-        }))?;
+    let tokenizer = match &args.prompt {
+        Some(_) => Some(load_tokenizer(&args.model.model)?),
+        None => None,
+    };
+    let input_ids = match (&args.prompt, &tokenizer) {
+        (Some(prompt), Some(t)) => t.encode(prompt)?,
+        _ => args.input_ids.clone(),
+    };
+    let generation = pollster::block_on(model.generate(&config, &input_ids, &options, |step| {
+        if !json && tokenizer.is_none() {
+            println!("token {}", step.token);
+        }
+        true
+    }))?;
+    let text = match &tokenizer {
+        Some(t) => Some(t.decode(&generation.output_ids)?),
+        None => None,
+    };
     let mut routing = generation.encoder_routing.clone();
     for step in &generation.steps {
         routing.extend(step.routing.iter().cloned());
     }
     if json {
         let out = serde_json::json!({
-            "input_ids": args.input_ids,
+            "input_ids": input_ids,
             "output_ids": generation.output_ids,
             "routing": routing_json(&routing),
             "shards_loaded": shards_json(store.as_ref()),
         });
+        let mut out = out;
+        if let Some(text) = &text {
+            out["output_text"] = serde_json::Value::from(text.clone());
+        }
         println!("{out}");
     } else {
+        if let Some(text) = &text {
+            println!("{text}");
+        }
         println!("output ids: {:?}", generation.output_ids);
         print_routing(&routing);
     }
     Ok(())
+}
+
+/// The tokenizer of a model directory (`tokenizer.json`; converted directories keep it too).
+fn load_tokenizer(dir: &std::path::Path) -> Result<Tokenizer> {
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
+        bail!(
+            "--prompt needs a tokenizer: {} has no tokenizer.json (use --input-ids)",
+            dir.display()
+        );
+    }
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(Tokenizer::from_bytes(&bytes)?)
 }
 
 fn human_bytes(n: u64) -> String {

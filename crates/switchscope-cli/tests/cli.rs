@@ -163,6 +163,51 @@ fn shape_mismatch_names_the_tensor() {
 }
 
 #[test]
+fn prompt_uses_the_tokenizer_and_matches_the_reference() {
+    let model = fixture("tiny");
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(model.join("prompt_reference.json")).unwrap(),
+    )
+    .unwrap();
+    for case in reference["prompts"].as_array().unwrap() {
+        let (ok, stdout, stderr) = switchscope(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            case["prompt"].as_str().unwrap(),
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ]);
+        assert!(ok, "{stderr}");
+        let out: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(out["input_ids"], case["input_ids"]);
+        assert_eq!(out["output_ids"], case["output_ids"]);
+        assert_eq!(out["output_text"], case["output_text"]);
+    }
+    let (ok, _, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "  ",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("prompt is empty"), "{stderr}");
+    let other = fixture("tiny-drop");
+    let (ok, _, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        other.to_str().unwrap(),
+        "--prompt",
+        "x",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("tokenizer.json"), "{stderr}");
+}
+
+#[test]
 fn convert_inspect_and_run_a_converted_model() {
     let out = std::env::temp_dir().join(format!("switchscope-cli-convert-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

@@ -9,6 +9,7 @@
 //! - [`model`]: the Switch Transformer (config, layers, routing, generation, weight loading).
 //! - [`shards`]: the converted model format (manifest, quantized expert shards), the
 //!   converter, and reading converted directories.
+//! - `tokenizer` (feature `tokenizer`): text ↔ ids with a `tokenizer.json`.
 //! - [`torch_pickle`]: reads `pytorch_model.bin` checkpoints without Python.
 //! - [`probe`]: a small, fixed computation (matmul → ReLU → softmax) with a plain-Rust
 //!   reference, used to prove that a backend computes what the CPU computes.
@@ -18,6 +19,8 @@ pub mod error;
 pub mod model;
 pub mod probe;
 pub mod shards;
+#[cfg(feature = "tokenizer")]
+pub mod tokenizer;
 pub mod torch_pickle;
 
 pub use backend::BackendKind;

@@ -2,7 +2,6 @@
 //! with the CPU.
 
 use leptos::prelude::*;
-use switchscope_core::probe::{COLS, TOLERANCE};
 
 use crate::WebError;
 use crate::client::WorkerClient;
@@ -55,7 +54,7 @@ fn ProbeView(report: ProbeReport) -> impl IntoView {
     let result_json = serde_json::to_string(&report.result).unwrap_or_default();
     let rows = report
         .result
-        .chunks(COLS)
+        .chunks(report.cols.max(1))
         .map(|row| {
             view! {
                 <tr>{row.iter().map(|v| view! { <td>{format!("{v:.6}")}</td> }).collect_view()}</tr>
@@ -102,7 +101,7 @@ fn ProbeView(report: ProbeReport) -> impl IntoView {
             "Largest difference from the CPU backend: "
             <code data-testid="probe-diff">{format!("{:.2e}", report.max_abs_diff)}</code>
             ", from the plain reference: " <code>{format!("{:.2e}", report.reference_diff)}</code>
-            " (tolerance " {format!("{TOLERANCE:.0e}")} "). Match: "
+            " (tolerance " {format!("{:.0e}", report.tolerance)} "). Match: "
             <strong data-testid="probe-match">{verdict}</strong>
         </p>
     }
