@@ -262,12 +262,21 @@ impl SwitchConfig {
     /// Capacity per expert for a sequence of `tokens` tokens under a capacity factor: `ceil(tokens
     /// / experts × factor)`; `None` keeps the configured `expert_capacity`.
     pub fn capacity(&self, tokens: usize, factor: Option<f64>) -> usize {
-        match factor {
-            Some(cf) => ((tokens as f64 / self.num_experts as f64) * cf)
-                .ceil()
-                .max(0.0) as usize,
-            None => self.expert_capacity,
-        }
+        expert_capacity(tokens, self.num_experts, self.expert_capacity, factor)
+    }
+}
+
+/// Tokens each expert may take in a sequence of `tokens`: `configured`, or with a capacity
+/// factor `ceil(tokens / experts × factor)`.
+pub fn expert_capacity(
+    tokens: usize,
+    experts: usize,
+    configured: usize,
+    factor: Option<f64>,
+) -> usize {
+    match factor {
+        Some(cf) => ((tokens as f64 / experts as f64) * cf).ceil().max(0.0) as usize,
+        None => configured,
     }
 }
 

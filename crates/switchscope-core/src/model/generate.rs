@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::routing::{LayerRouting, read_f32};
+use super::stack::DecoderCache;
 use super::{RunOptions, SwitchConfig, SwitchModel, TokenBatch};
 use crate::CoreError;
 
@@ -89,7 +90,11 @@ impl SwitchModel {
                 self.decode(config, &encoded, &mut cache, &last, 1, options.run)
                     .await?
             } else {
-                let mut fresh = self.start_decoding(&encoded);
+                // The whole prefix again, reusing the cross-attention keys and values.
+                let mut fresh = DecoderCache {
+                    cross_kv: cache.cross_kv.clone(),
+                    ..DecoderCache::default()
+                };
                 self.decode(config, &encoded, &mut fresh, &output, 1, options.run)
                     .await?
             };

@@ -56,10 +56,12 @@ pub struct StackRun {
 
 impl StackRun {
     fn capacity(&self, tokens: usize) -> usize {
-        match self.capacity_factor {
-            Some(cf) => ((tokens as f64 / self.num_experts as f64) * cf).ceil() as usize,
-            None => self.expert_capacity,
-        }
+        super::config::expert_capacity(
+            tokens,
+            self.num_experts,
+            self.expert_capacity,
+            self.capacity_factor,
+        )
     }
 }
 

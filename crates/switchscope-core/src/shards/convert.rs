@@ -132,7 +132,13 @@ fn fetch(
     name: &str,
     shape: &[usize],
 ) -> Result<HostTensor, CoreError> {
-    let t = source.get(name)?.ok_or_else(|| {
+    let t = source.get(name)?;
+    checked(name, shape, t)
+}
+
+/// `t`, if present and of `shape`; otherwise an error naming the tensor.
+fn checked(name: &str, shape: &[usize], t: Option<HostTensor>) -> Result<HostTensor, CoreError> {
+    let t = t.ok_or_else(|| {
         CoreError::Weights(format!("tensor {name} is missing from the checkpoint"))
     })?;
     if t.shape != shape {
@@ -275,10 +281,9 @@ fn write_all(
     for (i, (name, shape)) in names.iter().enumerate() {
         progress(Phase::Dense, i, names.len());
         // Checkpoints may keep only `shared.weight` for the tied embeddings, or only the copies.
-        let t = if name == "shared.weight" && source.get(name)?.is_none() {
-            fetch(source, "encoder.embed_tokens.weight", shape)?
-        } else {
-            fetch(source, name, shape)?
+        let t = match source.get(name)? {
+            None if name == "shared.weight" => fetch(source, "encoder.embed_tokens.weight", shape)?,
+            t => checked(name, shape, t)?,
         };
         source_values += t.data.len() as u64;
         let (dtype, bytes) = if options.f16_dense {
