@@ -297,3 +297,136 @@ fn lazy_loading_reads_exactly_the_routed_experts() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// Under a budget of two experts the store evicts the least recently used, never holds more
+/// than the budget, and computes exactly what the unbounded store computes; every fetch is
+/// announced (requested → fetched → resident) and counted.
+#[test]
+fn a_residency_budget_evicts_lru_and_changes_no_number() {
+    use switchscope_core::model::weights::{load_converted_lazy, load_converted_lazy_with};
+    use switchscope_core::shards::store::{ShardEventKind, StoreOptions};
+
+    let dir = convert_to("tiny-8", Scheme::Int8, "budget");
+    let device = cpu_device();
+    let (config, free, free_store) = load_converted_lazy(&dir, &device).unwrap();
+    let expert_bytes = (2 * config.d_model * config.d_ff * 4) as u64;
+    let options = StoreOptions {
+        budget_bytes: Some(2 * expert_bytes),
+        ..StoreOptions::default()
+    };
+    let (_, tight, store) = load_converted_lazy_with(&dir, &device, options).unwrap();
+    for row in inputs() {
+        let input = TokenBatch::new(std::slice::from_ref(&row), 0).unwrap();
+        let decoder = TokenBatch::new(&[vec![0, row[1], row[2]]], 0).unwrap();
+        let want =
+            pollster::block_on(free.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        let got =
+            pollster::block_on(tight.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        assert_eq!(got.logits, want.logits);
+        assert_eq!(got.routing, want.routing);
+    }
+    let stats = store.stats();
+    assert!(stats.peak_resident_bytes <= 2 * expert_bytes, "{stats:?}");
+    assert!(
+        stats.evictions > 0,
+        "a two-expert budget must evict: {stats:?}"
+    );
+    assert!(store.resident().len() <= 2);
+    assert_eq!(stats.requests, free_store.stats().requests);
+    assert_eq!(stats.requests, stats.hits + stats.fetches);
+    assert!(
+        stats.fetches > free_store.stats().fetches,
+        "evicted experts are fetched again"
+    );
+
+    // Every miss is requested, then fetched (from disk), then (after the evictions that make
+    // room) resident, in that order.
+    let events = store.events();
+    for (i, e) in events.iter().enumerate() {
+        if e.kind == ShardEventKind::Requested {
+            assert!(
+                matches!(events[i + 1].kind, ShardEventKind::Fetched { .. }),
+                "{:?}",
+                &events[i..i + 2]
+            );
+            let next = events[i + 2..]
+                .iter()
+                .find(|n| !matches!(n.kind, ShardEventKind::Evicted { .. }))
+                .unwrap();
+            assert!(matches!(next.kind, ShardEventKind::Resident { .. }));
+            assert_eq!(next.expert, e.expert);
+        }
+    }
+    // The least recently used goes first: the first eviction is of an expert whose last use is
+    // older than that of every expert resident at that moment.
+    let first_evicted = events
+        .iter()
+        .position(|e| matches!(e.kind, ShardEventKind::Evicted { .. }))
+        .unwrap();
+    let victim = events[first_evicted].expert;
+    let last_use = |id| events[..first_evicted].iter().rposition(|e| e.expert == id);
+    let others: Vec<_> = events[..first_evicted]
+        .iter()
+        .filter(|e| matches!(e.kind, ShardEventKind::Resident { .. }) && e.expert != victim)
+        .map(|e| e.expert)
+        .collect();
+    let victim_last = last_use(victim).unwrap();
+    let newest_other = others.iter().filter_map(|&o| last_use(o)).max().unwrap();
+    assert!(victim_last < newest_other);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// With prefetch on, pre-gating starts fetching the next sparse layer's experts early: the
+/// numbers do not change, some fetches were started by a prefetch, and bytes prefetched but
+/// never asked for are counted as waste.
+#[test]
+fn prefetch_by_pregating_changes_no_number_and_is_accounted() {
+    use switchscope_core::model::weights::{load_converted_lazy, load_converted_lazy_with};
+    use switchscope_core::shards::store::{ShardEventKind, StoreOptions};
+
+    let dir = convert_to("tiny-8", Scheme::Int4, "prefetch");
+    let device = cpu_device();
+    let (config, plain, plain_store) = load_converted_lazy(&dir, &device).unwrap();
+    let options = StoreOptions {
+        prefetch: true,
+        ..StoreOptions::default()
+    };
+    let (_, eager, store) = load_converted_lazy_with(&dir, &device, options).unwrap();
+    for row in inputs() {
+        let input = TokenBatch::new(std::slice::from_ref(&row), 0).unwrap();
+        let decoder = TokenBatch::new(&[vec![0, row[1]]], 0).unwrap();
+        let want =
+            pollster::block_on(plain.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        let got =
+            pollster::block_on(eager.forward(&config, &input, &decoder, RunOptions::default()))
+                .unwrap();
+        assert_eq!(got.logits, want.logits);
+        assert_eq!(got.routing, want.routing);
+    }
+    let (s, p) = (store.stats(), plain_store.stats());
+    assert_eq!(plain_store.stats().prefetches, 0);
+    assert!(s.prefetches > 0 && s.prefetch_used > 0, "{s:?}");
+    assert!(s.prefetch_used <= s.prefetches);
+    assert_eq!(s.fetches, p.fetches, "prefetch fetches nothing twice");
+    let prefetched: u64 = store
+        .events()
+        .iter()
+        .filter(|e| e.kind == ShardEventKind::Prefetching)
+        .count() as u64;
+    assert_eq!(prefetched, s.prefetches);
+    let shard = store
+        .manifest()
+        .files
+        .iter()
+        .find(|f| f.name.starts_with("experts/"))
+        .unwrap()
+        .bytes;
+    assert_eq!(
+        s.prefetch_wasted_bytes,
+        (s.prefetches - s.prefetch_used) * shard
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -88,6 +88,34 @@ pub fn route_sequence(
     (expert, chosen, weight)
 }
 
+impl Router {
+    /// The router's logits.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` → `[batch, seq, experts]`
+    pub fn logits(&self, x: Tensor<3>) -> Tensor<3> {
+        let logits = linear(x, &self.weight);
+        match &self.bias {
+            Some(bias) => logits + bias.val().unsqueeze::<3>(),
+            None => logits,
+        }
+    }
+
+    /// The expert each token would be sent to (argmax, ties to the lowest index), row-major
+    /// over `[batch, seq]`.
+    ///
+    /// # Errors
+    /// [`CoreError::Execution`] when the logits cannot be read back.
+    pub async fn top1(&self, x: Tensor<3>) -> Result<Vec<usize>, CoreError> {
+        let experts = self.weight.val().dims()[0];
+        let host = read_f32(self.logits(x)).await?;
+        Ok(host
+            .chunks_exact(experts)
+            .map(super::generate::argmax)
+            .collect())
+    }
+}
+
 impl SparseMlp {
     /// Routes every sequence of `x`, runs each expert on its tokens and combines.
     ///
@@ -105,11 +133,7 @@ impl SparseMlp {
         let [b, s, d] = x.dims();
         let device = x.device();
         let experts = self.router.weight.val().dims()[0];
-        let mut logits = linear(x.clone(), &self.router.weight);
-        if let Some(bias) = &self.router.bias {
-            logits = logits + bias.val().unsqueeze::<3>();
-        }
-        let probs = activation::softmax(logits, 2);
+        let probs = activation::softmax(self.router.logits(x.clone()), 2);
         let host = read_f32(probs).await?;
 
         let mut traces = Vec::with_capacity(b);

@@ -8,6 +8,7 @@ use super::config::Stack as StackKind;
 use super::layers::{DenseActDense, LayerNorm};
 use super::routing::{LayerRouting, SparseMlp};
 use crate::CoreError;
+use crate::shards::store::ExpertId;
 
 /// One transformer block. Encoder: `layer.0` self-attention, `layer.1` feed-forward. Decoder:
 /// `layer.0` self-attention, `layer.1` cross-attention (`EncDecAttention`), `layer.2` FF.
@@ -94,6 +95,44 @@ impl Block {
 }
 
 impl Stack {
+    /// Pre-gating: when block `at` is sparse and its experts come from a store with prefetch
+    /// on, applies the NEXT sparse block's norm and router to `h` (block `at`'s input to its
+    /// feed-forward) and asks the store to start fetching the experts it picks, so that their
+    /// transfer overlaps with this block's work.
+    async fn pregate(&self, at: usize, h: &Tensor<3>) -> Result<(), CoreError> {
+        if self.block[at].sparse.is_none() {
+            return Ok(());
+        }
+        let Some((next, block, sparse)) = self
+            .block
+            .iter()
+            .enumerate()
+            .skip(at + 1)
+            .find_map(|(j, b)| b.sparse.as_ref().map(|s| (j, b, s)))
+        else {
+            return Ok(());
+        };
+        let Some(lazy) = &sparse.lazy else {
+            return Ok(());
+        };
+        if !lazy.store.options().prefetch {
+            return Ok(());
+        }
+        let picks = sparse.router.top1(block.ff_norm.forward(h.clone())).await?;
+        let mut ids: Vec<ExpertId> = picks
+            .into_iter()
+            .map(|expert| ExpertId {
+                stack: lazy.stack,
+                block: next,
+                expert,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        lazy.store.prefetch(&ids);
+        Ok(())
+    }
+
     /// The encoder: embeddings in, normed hidden states out, plus the routing of every sparse
     /// layer per sequence.
     ///
@@ -121,6 +160,7 @@ impl Stack {
             let normed = block.self_attention_norm.forward(h.clone());
             let kv = block.self_attention.key_value(normed.clone());
             h = h + block.self_attention.forward(normed, &kv, bias.clone());
+            self.pregate(i, &h).await?;
             h = block
                 .feed_forward(h, run.capacity(s), (run.kind, i), &mut routing)
                 .await?;
@@ -194,6 +234,7 @@ impl Stack {
             })?;
             let normed = norm.forward(h.clone());
             h = h + cross.forward(normed, &cache.cross_kv[i], cross_bias.clone());
+            self.pregate(i, &h).await?;
             h = block
                 .feed_forward(h, run.capacity(t), (run.kind, i), &mut routing)
                 .await?;

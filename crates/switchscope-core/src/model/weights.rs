@@ -18,8 +18,11 @@ use super::routing::{Router, SparseMlp};
 use super::stack::{Block, Stack};
 use crate::CoreError;
 use crate::shards::files::ConvertedDir;
+use crate::shards::manifest::Manifest;
 use crate::shards::safetensors::SafetensorsFile;
-use crate::shards::store::{ExpertStore, FileSource, LazyExperts};
+use crate::shards::store::{
+    ExpertSource, ExpertStore, FileSource, LazyExperts, StoreOptions, verify,
+};
 
 /// A tensor on the host in f32.
 #[derive(Debug, Clone, PartialEq)]
@@ -416,14 +419,109 @@ pub fn load_converted_lazy(
     dir: &Path,
     device: &Device,
 ) -> Result<(SwitchConfig, SwitchModel, Arc<ExpertStore>), CoreError> {
+    load_converted_lazy_with(dir, device, StoreOptions::default())
+}
+
+/// [`load_converted_lazy`] with the store's budget, prefetch and listener.
+///
+/// # Errors
+/// As [`load_converted_lazy`].
+pub fn load_converted_lazy_with(
+    dir: &Path,
+    device: &Device,
+    options: StoreOptions,
+) -> Result<(SwitchConfig, SwitchModel, Arc<ExpertStore>), CoreError> {
     let mut dense = ConvertedDir::open(dir)?;
     let config = dense.manifest.config.clone();
-    let store = Arc::new(ExpertStore::new(
+    let store = Arc::new(ExpertStore::with_options(
         dense.manifest.clone(),
-        Box::new(FileSource {
-            dir: dir.to_owned(),
-        }),
+        Box::new(FileSource::new(dir)),
         device.clone(),
+        options,
+    ));
+    let model = load_model_with(&config, &mut dense, device, Some(store.clone()))?;
+    Ok((config, model, store))
+}
+
+/// Dense weights held in memory (a converted model's dense file, already verified).
+#[derive(Debug)]
+pub struct DenseBytes {
+    file: String,
+    bytes: Vec<u8>,
+    /// Tensor name → dtype, shape and byte range in `bytes`.
+    index: HashMap<String, (String, Vec<usize>, std::ops::Range<usize>)>,
+}
+
+impl DenseBytes {
+    /// Indexes the safetensors `bytes` of file `file`.
+    ///
+    /// # Errors
+    /// [`CoreError::Shard`] naming the file when the bytes are not safetensors.
+    pub fn new(file: &str, bytes: Vec<u8>) -> Result<Self, CoreError> {
+        let base = bytes.as_ptr() as usize;
+        let index = crate::shards::safetensors::parse_bytes(&bytes)
+            .map_err(|reason| CoreError::Shard {
+                file: file.to_owned(),
+                reason,
+            })?
+            .into_iter()
+            .map(|(name, (info, data))| {
+                let start = data.as_ptr() as usize - base;
+                (name, (info.dtype, info.shape, start..start + data.len()))
+            })
+            .collect();
+        Ok(Self {
+            file: file.to_owned(),
+            bytes,
+            index,
+        })
+    }
+}
+
+impl TensorSource for DenseBytes {
+    fn get(&mut self, name: &str) -> Result<Option<HostTensor>, CoreError> {
+        let Some((dtype, shape, range)) = self.index.get(name) else {
+            return Ok(None);
+        };
+        let data = decode_floats_named(dtype, &self.bytes[range.clone()], name).map_err(|e| {
+            CoreError::Shard {
+                file: self.file.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        Ok(Some(HostTensor {
+            shape: shape.clone(),
+            data,
+        }))
+    }
+}
+
+/// Loads a converted model from any [`ExpertSource`] (e.g. HTTP in the browser): the dense
+/// file is fetched and checked now; experts are fetched when first routed to.
+///
+/// # Errors
+/// [`CoreError::Manifest`] for an invalid manifest, [`CoreError::Shard`] for the dense file,
+/// [`CoreError::Weights`].
+pub async fn load_converted(
+    manifest: Manifest,
+    source: Box<dyn ExpertSource>,
+    device: &Device,
+    options: StoreOptions,
+) -> Result<(SwitchConfig, SwitchModel, Arc<ExpertStore>), CoreError> {
+    manifest.validate()?;
+    let entry = manifest
+        .file(&manifest.dense)
+        .ok_or_else(|| CoreError::Manifest(format!("dense file {} is not listed", manifest.dense)))?
+        .clone();
+    let fetched = source.fetch(&entry).await?;
+    verify(&entry, &fetched.bytes)?;
+    let mut dense = DenseBytes::new(&entry.name, fetched.bytes)?;
+    let config = manifest.config.clone();
+    let store = Arc::new(ExpertStore::with_options(
+        manifest,
+        source,
+        device.clone(),
+        options,
     ));
     let model = load_model_with(&config, &mut dense, device, Some(store.clone()))?;
     Ok((config, model, store))

@@ -6,4 +6,5 @@ pub mod files;
 pub mod manifest;
 pub mod quant;
 pub mod safetensors;
+pub mod source;
 pub mod store;

@@ -1,80 +1,24 @@
 //! On-demand experts: a sparse layer asks the [`ExpertStore`] for an expert only after its
 //! router has sent a token to it; the store fetches the shard from an [`ExpertSource`]
 //! (files natively, HTTP in the browser), checks its size and SHA-256, decodes it onto the
-//! device and keeps it resident.
+//! device and keeps it resident under a byte budget, evicting the least recently used expert.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
-use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
 
-use super::manifest::{FileEntry, Manifest};
+use super::manifest::Manifest;
 use super::quant::{Quantized, Scheme};
 use super::safetensors::parse_bytes;
+pub use super::source::{ExpertSource, Fetched, FileSource, Origin, ShardFuture, verify};
 use crate::CoreError;
 use crate::model::StackKind;
 use crate::model::layers::DenseActDense;
 use crate::model::weights::decode_floats_named;
-
-/// A future returning a shard's bytes.
-pub type ShardFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<u8>, CoreError>> + 'a>>;
-
-/// Where shard bytes come from.
-pub trait ExpertSource: fmt::Debug + Send + Sync {
-    /// The bytes of `file` (checked by the caller against the manifest).
-    fn fetch<'a>(&'a self, file: &'a FileEntry) -> ShardFuture<'a>;
-}
-
-/// Shards in a local directory.
-#[derive(Debug, Clone)]
-pub struct FileSource {
-    pub dir: PathBuf,
-}
-
-impl ExpertSource for FileSource {
-    fn fetch<'a>(&'a self, file: &'a FileEntry) -> ShardFuture<'a> {
-        Box::pin(async move {
-            std::fs::read(self.dir.join(&file.name)).map_err(|e| CoreError::Shard {
-                file: file.name.clone(),
-                reason: format!("cannot be read: {e}"),
-            })
-        })
-    }
-}
-
-/// Checks shard bytes against their manifest entry.
-///
-/// # Errors
-/// [`CoreError::Shard`]: wrong size (truncated) or wrong SHA-256 (corrupt).
-pub fn verify(entry: &FileEntry, bytes: &[u8]) -> Result<(), CoreError> {
-    if bytes.len() as u64 != entry.bytes {
-        return Err(CoreError::Shard {
-            file: entry.name.clone(),
-            reason: format!(
-                "has {} bytes; the manifest says {} (truncated?)",
-                bytes.len(),
-                entry.bytes
-            ),
-        });
-    }
-    let digest: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if digest != entry.sha256 {
-        return Err(CoreError::Shard {
-            file: entry.name.clone(),
-            reason: "does not match its sha256 (corrupt)".into(),
-        });
-    }
-    Ok(())
-}
 
 /// Decodes one matrix (`wi` or `wo`) of an expert shard to f32, `[rows, cols]`.
 ///
@@ -146,13 +90,119 @@ pub fn decode_matrix(
     Ok((data, [rows, cols]))
 }
 
-/// Something that happened to a shard, for the UI and for accounting.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ShardEvent {
-    /// Fetched, verified and resident: `bytes` from the source.
-    Loaded { file: String, bytes: u64 },
-    /// The fetch or the check failed.
-    Failed { file: String, reason: String },
+/// One expert of one sparse layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ExpertId {
+    pub stack: StackKind,
+    pub block: usize,
+    pub expert: usize,
+}
+
+/// What happened to a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShardEventKind {
+    /// The router picked the expert and it was not resident: its shard is being fetched.
+    Requested,
+    /// The router picked the expert and it was resident.
+    Hit,
+    /// Pre-gating predicted the expert and its transfer was started early.
+    Prefetching,
+    /// The shard's bytes arrived and passed the size and SHA-256 checks.
+    Fetched {
+        bytes: u64,
+        origin: Origin,
+        /// Whether a prefetch had started the transfer.
+        prefetched: bool,
+        /// From the request to verified bytes.
+        ms: f64,
+    },
+    /// Decoded onto the device; `resident_bytes` is the store's total afterwards.
+    Resident {
+        device_bytes: u64,
+        resident_bytes: u64,
+    },
+    /// Dropped from the device to stay within the budget.
+    Evicted { resident_bytes: u64 },
+    /// The fetch, the check or the decoding failed; nothing was kept.
+    Failed { reason: String },
+}
+
+/// Something that happened to the shard of `expert`, for the UI and for accounting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEvent {
+    #[serde(flatten)]
+    pub expert: ExpertId,
+    pub file: String,
+    #[serde(flatten)]
+    pub kind: ShardEventKind,
+}
+
+/// Counters over a store's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Times a router asked for an expert.
+    pub requests: u64,
+    /// Of those, how many found it resident.
+    pub hits: u64,
+    /// Shards fetched (each a miss).
+    pub fetches: u64,
+    /// Bytes of the shards fetched.
+    pub bytes_fetched: u64,
+    /// Fetches that a prefetch had started.
+    pub prefetch_used: u64,
+    /// Prefetches started.
+    pub prefetches: u64,
+    /// Bytes of prefetched shards that no router asked for (so far).
+    pub prefetch_wasted_bytes: u64,
+    pub evictions: u64,
+    /// Device bytes of the experts resident now.
+    pub resident_bytes: u64,
+    /// The most device bytes resident at any time.
+    pub peak_resident_bytes: u64,
+}
+
+/// A callback for each [`ShardEvent`] as it happens.
+pub type ShardListener = Arc<dyn Fn(&ShardEvent) + Send + Sync>;
+
+/// How the store keeps experts.
+#[derive(Clone, Default)]
+pub struct StoreOptions {
+    /// Most device bytes of resident experts (`None`: no limit). An expert larger than the
+    /// budget is still used, then dropped.
+    pub budget_bytes: Option<u64>,
+    /// Apply the next sparse layer's router to the current hidden state and start fetching the
+    /// experts it picks before they are needed.
+    pub prefetch: bool,
+    /// Milliseconds since some fixed time, for event timings (`None`: timings are 0).
+    pub clock: Option<fn() -> f64>,
+    /// Called for each event as it happens.
+    pub listener: Option<ShardListener>,
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("budget_bytes", &self.budget_bytes)
+            .field("prefetch", &self.prefetch)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Resident {
+    module: Arc<DenseActDense>,
+    bytes: u64,
+    last_use: u64,
+}
+
+#[derive(Default)]
+struct State {
+    resident: HashMap<ExpertId, Resident>,
+    /// Prefetched and not yet asked for, with their shard sizes.
+    prefetched: HashMap<ExpertId, u64>,
+    tick: u64,
+    stats: StoreStats,
+    events: Vec<ShardEvent>,
 }
 
 /// Experts of a converted model, loaded on first use and kept on the device.
@@ -160,32 +210,37 @@ pub struct ExpertStore {
     manifest: Manifest,
     source: Box<dyn ExpertSource>,
     device: Device,
-    resident: Mutex<HashMap<(StackKind, usize, usize), Arc<DenseActDense>>>,
-    events: Mutex<Vec<ShardEvent>>,
+    options: StoreOptions,
+    state: Mutex<State>,
 }
 
 impl fmt::Debug for ExpertStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let resident = self
-            .resident
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
         f.debug_struct("ExpertStore")
             .field("source", &self.source)
-            .field("resident", &resident)
+            .field("options", &self.options)
+            .field("stats", &self.stats())
             .finish()
     }
 }
 
 impl ExpertStore {
     pub fn new(manifest: Manifest, source: Box<dyn ExpertSource>, device: Device) -> Self {
+        Self::with_options(manifest, source, device, StoreOptions::default())
+    }
+
+    pub fn with_options(
+        manifest: Manifest,
+        source: Box<dyn ExpertSource>,
+        device: Device,
+        options: StoreOptions,
+    ) -> Self {
         Self {
             manifest,
             source,
             device,
-            resident: Mutex::default(),
-            events: Mutex::default(),
+            options,
+            state: Mutex::default(),
         }
     }
 
@@ -194,33 +249,104 @@ impl ExpertStore {
         &self.manifest
     }
 
-    /// What has happened so far, in order.
-    pub fn events(&self) -> Vec<ShardEvent> {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// The options the store was made with.
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
     }
 
-    /// The shard files loaded so far, in order.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What has happened so far, in order.
+    pub fn events(&self) -> Vec<ShardEvent> {
+        self.lock().events.clone()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> StoreStats {
+        self.lock().stats
+    }
+
+    /// The experts resident now, least recently used first.
+    pub fn resident(&self) -> Vec<ExpertId> {
+        let state = self.lock();
+        let mut ids: Vec<(u64, ExpertId)> = state
+            .resident
+            .iter()
+            .map(|(id, r)| (r.last_use, *id))
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The shard files fetched so far, in order.
     pub fn loaded_files(&self) -> Vec<String> {
-        self.events()
-            .into_iter()
-            .filter_map(|e| match e {
-                ShardEvent::Loaded { file, .. } => Some(file),
-                ShardEvent::Failed { .. } => None,
-            })
+        self.lock()
+            .events
+            .iter()
+            .filter(|e| matches!(e.kind, ShardEventKind::Fetched { .. }))
+            .map(|e| e.file.clone())
             .collect()
     }
 
-    fn record(&self, event: ShardEvent) {
-        self.events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(event);
+    fn now(&self) -> f64 {
+        self.options.clock.map_or(0.0, |clock| clock())
     }
 
-    /// The expert, fetching and decoding its shard the first time it is asked for.
+    fn emit(&self, state: &mut State, expert: ExpertId, file: &str, kind: ShardEventKind) {
+        let event = ShardEvent {
+            expert,
+            file: file.to_owned(),
+            kind,
+        };
+        if let Some(listener) = &self.options.listener {
+            listener(&event);
+        }
+        state.events.push(event);
+    }
+
+    fn file_of(&self, id: ExpertId) -> Result<super::manifest::FileEntry, CoreError> {
+        let entry = self
+            .manifest
+            .expert(id.stack, id.block, id.expert)
+            .ok_or_else(|| {
+                CoreError::Manifest(format!(
+                    "the manifest has no expert {} of {} block {}",
+                    id.expert,
+                    id.stack.as_str(),
+                    id.block
+                ))
+            })?;
+        self.manifest
+            .file(&entry.file)
+            .cloned()
+            .ok_or_else(|| CoreError::Manifest(format!("expert file {} is not listed", entry.file)))
+    }
+
+    /// Starts fetching the shards of `experts` that are neither resident nor already
+    /// prefetched (when the store was made with `prefetch`).
+    pub fn prefetch(&self, experts: &[ExpertId]) {
+        if !self.options.prefetch {
+            return;
+        }
+        for &id in experts {
+            let Ok(file) = self.file_of(id) else { continue };
+            {
+                let mut state = self.lock();
+                if state.resident.contains_key(&id) || state.prefetched.contains_key(&id) {
+                    continue;
+                }
+                state.prefetched.insert(id, file.bytes);
+                state.stats.prefetches += 1;
+                state.stats.prefetch_wasted_bytes += file.bytes;
+                self.emit(&mut state, id, &file.name, ShardEventKind::Prefetching);
+            }
+            self.source.prefetch(&file);
+        }
+    }
+
+    /// The expert, fetching and decoding its shard when it is not resident.
     ///
     /// # Errors
     /// [`CoreError::Shard`] when the shard is missing, truncated or corrupt (nothing is kept),
@@ -231,67 +357,153 @@ impl ExpertStore {
         block: usize,
         expert: usize,
     ) -> Result<Arc<DenseActDense>, CoreError> {
-        let key = (stack, block, expert);
-        if let Some(e) = self
-            .resident
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&key)
+        let id = ExpertId {
+            stack,
+            block,
+            expert,
+        };
+        let file = self.file_of(id)?;
         {
-            return Ok(e.clone());
+            let mut state = self.lock();
+            state.stats.requests += 1;
+            state.tick += 1;
+            let tick = state.tick;
+            if let Some(r) = state.resident.get_mut(&id) {
+                r.last_use = tick;
+                let module = r.module.clone();
+                state.stats.hits += 1;
+                self.emit(&mut state, id, &file.name, ShardEventKind::Hit);
+                return Ok(module);
+            }
+            if let Some(bytes) = state.prefetched.remove(&id) {
+                state.stats.prefetch_wasted_bytes -= bytes;
+            }
+            self.emit(&mut state, id, &file.name, ShardEventKind::Requested);
         }
-        let entry = self.manifest.expert(stack, block, expert).ok_or_else(|| {
-            CoreError::Manifest(format!(
-                "the manifest has no expert {expert} of {} block {block}",
-                stack.as_str()
-            ))
-        })?;
-        let file = self
-            .manifest
-            .file(&entry.file)
-            .ok_or_else(|| {
-                CoreError::Manifest(format!("expert file {} is not listed", entry.file))
-            })?
-            .clone();
+        let start = self.now();
         let decoded = async {
-            let bytes = self.source.fetch(&file).await?;
-            verify(&file, &bytes)?;
+            let fetched = self.source.fetch(&file).await?;
+            verify(&file, &fetched.bytes)?;
+            let ms = self.now() - start;
             let tensor = |matrix: &str| -> Result<Param<Tensor<2>>, CoreError> {
-                let (data, shape) = decode_matrix(&self.manifest, &file.name, &bytes, matrix)?;
+                let (data, shape) =
+                    decode_matrix(&self.manifest, &file.name, &fetched.bytes, matrix)?;
                 Ok(Param::from_tensor(Tensor::from_data(
                     TensorData::new(data, shape),
                     &self.device,
                 )))
             };
-            Ok::<_, CoreError>((
-                DenseActDense {
-                    wi: tensor("wi")?,
-                    wo: tensor("wo")?,
-                },
-                bytes.len() as u64,
-            ))
+            let module = DenseActDense {
+                wi: tensor("wi")?,
+                wo: tensor("wo")?,
+            };
+            Ok::<_, CoreError>((module, fetched, ms))
         }
         .await;
+        let mut state = self.lock();
         match decoded {
-            Ok((module, bytes)) => {
+            Ok((module, fetched, ms)) => {
+                let c = &self.manifest.config;
+                let device_bytes = (2 * c.d_model * c.d_ff * 4) as u64;
+                state.stats.fetches += 1;
+                state.stats.bytes_fetched += fetched.bytes.len() as u64;
+                if fetched.prefetched {
+                    state.stats.prefetch_used += 1;
+                }
+                let kind = ShardEventKind::Fetched {
+                    bytes: fetched.bytes.len() as u64,
+                    origin: fetched.origin,
+                    prefetched: fetched.prefetched,
+                    ms,
+                };
+                self.emit(&mut state, id, &file.name, kind);
+                self.make_room(&mut state, device_bytes);
                 let module = Arc::new(module);
-                self.resident
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key, module.clone());
-                self.record(ShardEvent::Loaded {
-                    file: file.name.clone(),
-                    bytes,
-                });
+                let tick = state.tick;
+                state.resident.insert(
+                    id,
+                    Resident {
+                        module: module.clone(),
+                        bytes: device_bytes,
+                        last_use: tick,
+                    },
+                );
+                state.stats.resident_bytes += device_bytes;
+                state.stats.peak_resident_bytes = state
+                    .stats
+                    .peak_resident_bytes
+                    .max(state.stats.resident_bytes);
+                let resident_bytes = state.stats.resident_bytes;
+                self.emit(
+                    &mut state,
+                    id,
+                    &file.name,
+                    ShardEventKind::Resident {
+                        device_bytes,
+                        resident_bytes,
+                    },
+                );
                 Ok(module)
             }
             Err(e) => {
-                self.record(ShardEvent::Failed {
-                    file: file.name.clone(),
-                    reason: e.to_string(),
-                });
+                let reason = e.to_string();
+                self.emit(
+                    &mut state,
+                    id,
+                    &file.name,
+                    ShardEventKind::Failed { reason },
+                );
                 Err(e)
             }
+        }
+    }
+
+    /// Evicts least recently used experts until `incoming` more bytes fit the budget.
+    fn make_room(&self, state: &mut State, incoming: u64) {
+        let Some(budget) = self.options.budget_bytes else {
+            return;
+        };
+        while state.stats.resident_bytes + incoming > budget {
+            let Some((&victim, _)) = state.resident.iter().min_by_key(|(_, r)| r.last_use) else {
+                return;
+            };
+            let gone = state.resident.remove(&victim).expect("present");
+            state.stats.resident_bytes -= gone.bytes;
+            state.stats.evictions += 1;
+            let resident_bytes = state.stats.resident_bytes;
+            let file = self
+                .manifest
+                .expert(victim.stack, victim.block, victim.expert)
+                .map(|e| e.file.clone())
+                .unwrap_or_default();
+            self.emit(
+                state,
+                victim,
+                &file,
+                ShardEventKind::Evicted { resident_bytes },
+            );
+        }
+    }
+
+    /// Drops every resident expert (e.g. after the device was lost); events say so.
+    pub fn clear(&self) {
+        let mut state = self.lock();
+        let ids: Vec<ExpertId> = state.resident.keys().copied().collect();
+        for id in ids {
+            let gone = state.resident.remove(&id).expect("present");
+            state.stats.resident_bytes -= gone.bytes;
+            let resident_bytes = state.stats.resident_bytes;
+            let file = self
+                .manifest
+                .expert(id.stack, id.block, id.expert)
+                .map(|e| e.file.clone())
+                .unwrap_or_default();
+            self.emit(
+                &mut state,
+                id,
+                &file,
+                ShardEventKind::Evicted { resident_bytes },
+            );
         }
     }
 }

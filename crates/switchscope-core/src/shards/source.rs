@@ -1,0 +1,141 @@
+//! Where shard bytes come from: an [`ExpertSource`] (files natively, HTTP with the Cache API in
+//! the browser), and the check every byte goes through before it is used.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manifest::FileEntry;
+use crate::CoreError;
+
+/// Where fetched bytes were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A local file.
+    Disk,
+    /// The browser's Cache API (fetched earlier).
+    Cache,
+    /// The network.
+    Network,
+}
+
+/// A shard's bytes and where they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub bytes: Vec<u8>,
+    pub origin: Origin,
+    /// Whether a prefetch started this transfer before the bytes were asked for.
+    pub prefetched: bool,
+}
+
+/// A future returning a shard's bytes.
+pub type ShardFuture<'a> = Pin<Box<dyn Future<Output = Result<Fetched, CoreError>> + 'a>>;
+
+/// Where shard bytes come from.
+pub trait ExpertSource: fmt::Debug + Send + Sync {
+    /// The bytes of `file`. Implementations that keep bytes (a cache) must [`verify`] them
+    /// before keeping; the caller verifies again before use.
+    fn fetch<'a>(&'a self, file: &'a FileEntry) -> ShardFuture<'a>;
+
+    /// A hint that `file` will probably be fetched soon: a source may start the transfer now,
+    /// so that [`Self::fetch`] finds it under way. The default does nothing.
+    fn prefetch(&self, file: &FileEntry) {
+        let _ = file;
+    }
+}
+
+/// Shards in a local directory. A prefetch reads the file into memory ahead of time.
+#[derive(Debug, Default)]
+pub struct FileSource {
+    pub dir: PathBuf,
+    early: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl FileSource {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            early: Mutex::default(),
+        }
+    }
+
+    fn read(&self, file: &FileEntry) -> Result<Vec<u8>, CoreError> {
+        std::fs::read(self.dir.join(&file.name)).map_err(|e| CoreError::Shard {
+            file: file.name.clone(),
+            reason: format!("cannot be read: {e}"),
+        })
+    }
+}
+
+impl ExpertSource for FileSource {
+    fn fetch<'a>(&'a self, file: &'a FileEntry) -> ShardFuture<'a> {
+        Box::pin(async move {
+            let early = self
+                .early
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&file.name);
+            Ok(match early {
+                Some(bytes) => Fetched {
+                    bytes,
+                    origin: Origin::Disk,
+                    prefetched: true,
+                },
+                None => Fetched {
+                    bytes: self.read(file)?,
+                    origin: Origin::Disk,
+                    prefetched: false,
+                },
+            })
+        })
+    }
+
+    fn prefetch(&self, file: &FileEntry) {
+        // A failed read is left for `fetch` to report.
+        if let Ok(bytes) = self.read(file) {
+            self.early
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(file.name.clone(), bytes);
+        }
+    }
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks shard bytes against their manifest entry.
+///
+/// # Errors
+/// [`CoreError::Shard`]: wrong size (truncated) or wrong SHA-256 (corrupt).
+pub fn verify(entry: &FileEntry, bytes: &[u8]) -> Result<(), CoreError> {
+    if bytes.len() as u64 != entry.bytes {
+        return Err(CoreError::Shard {
+            file: entry.name.clone(),
+            reason: format!(
+                "has {} bytes; the manifest says {} (truncated?)",
+                bytes.len(),
+                entry.bytes
+            ),
+        });
+    }
+    if sha256_hex(bytes) != entry.sha256 {
+        return Err(CoreError::Shard {
+            file: entry.name.clone(),
+            reason: "does not match its sha256 (corrupt)".into(),
+        });
+    }
+    Ok(())
+}
