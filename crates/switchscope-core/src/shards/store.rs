@@ -324,6 +324,13 @@ impl ExpertStore {
             .ok_or_else(|| CoreError::Manifest(format!("expert file {} is not listed", entry.file)))
     }
 
+    fn file_name(&self, id: ExpertId) -> String {
+        self.manifest
+            .expert(id.stack, id.block, id.expert)
+            .map(|e| e.file.clone())
+            .unwrap_or_default()
+    }
+
     /// Starts fetching the shards of `experts` that are neither resident nor already
     /// prefetched (when the store was made with `prefetch`).
     pub fn prefetch(&self, experts: &[ExpertId]) {
@@ -471,11 +478,7 @@ impl ExpertStore {
             state.stats.resident_bytes -= gone.bytes;
             state.stats.evictions += 1;
             let resident_bytes = state.stats.resident_bytes;
-            let file = self
-                .manifest
-                .expert(victim.stack, victim.block, victim.expert)
-                .map(|e| e.file.clone())
-                .unwrap_or_default();
+            let file = self.file_name(victim);
             self.emit(
                 state,
                 victim,
@@ -493,11 +496,7 @@ impl ExpertStore {
             let gone = state.resident.remove(&id).expect("present");
             state.stats.resident_bytes -= gone.bytes;
             let resident_bytes = state.stats.resident_bytes;
-            let file = self
-                .manifest
-                .expert(id.stack, id.block, id.expert)
-                .map(|e| e.file.clone())
-                .unwrap_or_default();
+            let file = self.file_name(id);
             self.emit(
                 &mut state,
                 id,
