@@ -183,7 +183,7 @@ async fn check_fixture(name: &str, device: &Device, tol: f32) {
                 ..GenerateOptions::default()
             };
             let generation = model
-                .generate(&config, &input, &options, |_| true)
+                .generate(&config, &input, &options, |_| std::future::ready(true))
                 .await
                 .unwrap();
             let want = ids(&Value::Array(vec![case[key].clone()]))[0].clone();

@@ -1,10 +1,26 @@
-//! The root component and the page's URL parameters.
+//! The root component, the page's URL parameters and the actions that talk to the worker.
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
 use crate::WebError;
+use crate::client::WorkerClient;
 use crate::components::backend_check::BackendCheck;
-use crate::protocol::BackendPreference;
+use crate::components::export::Export;
+use crate::components::prompt::PromptPanel;
+use crate::components::routing_grid::{RoutingGrid, TokenDetail};
+use crate::components::shard_panel::ShardPanel;
+use crate::components::stats::{CapacityWhatIf, ExpertLoad, Performance};
+use crate::protocol::{BackendPreference, Request, Response, Sampling, Settings};
+use crate::state::{AppState, Status};
+use crate::text::Text;
+
+/// The model loaded when the URL names none.
+pub const DEFAULT_MODEL: &str = "models/switchscope-mini/";
+/// The longest prompt sent to the model, in tokens (longer ones are shortened with a notice).
+pub const MAX_PROMPT_TOKENS: usize = 512;
+/// The most tokens one run may generate.
+pub const MAX_NEW_TOKENS: usize = 256;
 
 /// The value of URL query parameter `name`, if present.
 pub fn url_parameter(name: &str) -> Option<String> {
@@ -26,19 +42,333 @@ pub fn backend_preference() -> Result<BackendPreference, WebError> {
         .map_err(WebError::InvalidParameter)
 }
 
+fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, WebError> {
+    match url_parameter(name) {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            WebError::InvalidParameter(format!("{name}={v} in the URL is not a valid number"))
+        }),
+    }
+}
+
+/// Generation settings from the URL (`max_new_tokens`, `sampling=greedy|sample`,
+/// `temperature`, `top_k`, `top_p`, `seed`, `capacity_factor`).
+///
+/// # Errors
+/// [`WebError::InvalidParameter`] naming the parameter.
+pub fn settings_from_url() -> Result<Settings, WebError> {
+    let mut settings = Settings::default();
+    if let Some(n) = number::<usize>("max_new_tokens")? {
+        settings.max_new_tokens = n.clamp(1, MAX_NEW_TOKENS);
+    }
+    settings.capacity_factor = number("capacity_factor")?;
+    settings.sampling = match url_parameter("sampling").as_deref() {
+        None | Some("" | "greedy") => Sampling::Greedy,
+        Some("sample") => Sampling::Sample {
+            temperature: number("temperature")?.unwrap_or(0.8),
+            top_k: number("top_k")?,
+            top_p: number("top_p")?,
+            seed: number("seed")?.unwrap_or(0),
+        },
+        Some(other) => {
+            return Err(WebError::InvalidParameter(format!(
+                "unknown sampling {other:?} in the URL: use greedy or sample"
+            )));
+        }
+    };
+    Ok(settings)
+}
+
+/// The model directory to load: `?model=` (same origin only) or the default.
+///
+/// # Errors
+/// [`WebError::InvalidParameter`] for a URL on another origin.
+pub fn model_url() -> Result<String, WebError> {
+    let Some(url) = url_parameter("model").filter(|u| !u.is_empty()) else {
+        return Ok(DEFAULT_MODEL.to_owned());
+    };
+    let location = web_sys::window().map(|w| w.location());
+    let origin = location.as_ref().and_then(|l| l.origin().ok());
+    let href = location
+        .as_ref()
+        .and_then(|l| l.href().ok())
+        .unwrap_or_default();
+    let resolved = web_sys::Url::new_with_base(&url, &href)
+        .map_err(|_| WebError::InvalidParameter(format!("model={url} is not a valid URL")))?;
+    if Some(resolved.origin()) != origin {
+        return Err(WebError::InvalidParameter(format!(
+            "model={url} is on another origin ({}); only models on this site can be loaded",
+            resolved.origin()
+        )));
+    }
+    Ok(resolved.href())
+}
+
+/// What the app needs to act: its state, the worker and the tokenizer.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub state: AppState,
+    pub client: StoredValue<Option<WorkerClient>, LocalStorage>,
+    pub text: StoredValue<Option<Text>>,
+    pub backend: StoredValue<BackendPreference>,
+    pub url: StoredValue<String>,
+}
+
+impl Ctx {
+    fn fail(&self, message: impl Into<String>) {
+        self.state.error.set(Some(message.into()));
+        self.state.status.set(Status::Error);
+    }
+
+    /// (Re)loads the model with the current budget and prefetch settings.
+    pub fn load(self) {
+        let state = self.state;
+        state.status.set(Status::Loading);
+        state.error.set(None);
+        spawn_local(async move {
+            let client = match self.client.get_value() {
+                Some(client) => client,
+                None => match WorkerClient::spawn().await {
+                    Ok(client) => {
+                        let text = self.text;
+                        client.listen(move |response| {
+                            state.apply(response, |id| {
+                                text.with_value(|t| {
+                                    t.as_ref().map_or_else(|| format!("#{id}"), |t| t.piece(id))
+                                })
+                            });
+                        });
+                        self.client.set_value(Some(client.clone()));
+                        client
+                    }
+                    Err(e) => return self.fail(e.to_string()),
+                },
+            };
+            let request = Request::Load {
+                url: self.url.get_value(),
+                backend: self.backend.get_value(),
+                budget_bytes: state
+                    .budget_mb
+                    .get_untracked()
+                    .map(|mb| (mb * 1_048_576.0) as u64),
+                prefetch: state.prefetch.get_untracked(),
+            };
+            match client.request(&request).await {
+                Ok(Response::Loaded(info)) => {
+                    let text = match &info.tokenizer_json {
+                        Some(json) => match Text::new(json, info.eos_token_id, info.pad_token_id) {
+                            Ok(t) => Some(t),
+                            Err(e) => return self.fail(e),
+                        },
+                        None => {
+                            return self
+                                .fail("the model has no tokenizer.json, so text cannot be typed");
+                        }
+                    };
+                    self.text.set_value(text);
+                    state.downloaded.set(info.dense_bytes);
+                    state.loaded(&info);
+                    state.status.set(Status::Idle);
+                    if url_parameter("autorun").as_deref() == Some("1") {
+                        self.run();
+                    }
+                }
+                Ok(other) => self.fail(format!("unexpected answer to load: {other:?}")),
+                Err(e) => self.fail(e.to_string()),
+            }
+        });
+    }
+
+    /// Tokenizes the prompt and generates, streaming into the state.
+    pub fn run(self) {
+        let state = self.state;
+        if matches!(
+            state.status.get_untracked(),
+            Status::Generating | Status::Loading
+        ) {
+            return;
+        }
+        let Some(client) = self.client.get_value() else {
+            return self.fail("the model is not loaded yet");
+        };
+        let prompt = state.prompt.get_untracked();
+        let encoded = self.text.with_value(|t| match t {
+            Some(t) => t.encode(&prompt, MAX_PROMPT_TOKENS),
+            None => Err("the model is not loaded yet".into()),
+        });
+        let encoded = match encoded {
+            Ok(e) => e,
+            Err(message) => {
+                state.error.set(Some(message));
+                state.status.set(Status::Error);
+                return;
+            }
+        };
+        state.notice.set(encoded.truncated_from.map(|n| {
+            format!("The prompt has {n} tokens; only the first {MAX_PROMPT_TOKENS} are used.")
+        }));
+        let pieces = self.text.with_value(|t| {
+            t.as_ref()
+                .map(|t| encoded.ids.iter().map(|&id| t.piece(id)).collect())
+                .unwrap_or_default()
+        });
+        state.trace.set(crate::state::Trace {
+            prompt,
+            input_ids: encoded.ids.clone(),
+            input_pieces: pieces,
+            ..Default::default()
+        });
+        state.what_if.set(None);
+        state.summary.set(None);
+        state.focus.set(None);
+        state.error.set(None);
+        state.status.set(Status::Generating);
+        let request = Request::Generate {
+            input_ids: encoded.ids,
+            settings: state.settings.get_untracked(),
+        };
+        spawn_local(async move {
+            match client.request(&request).await {
+                Ok(Response::Done(summary)) => {
+                    state.summary.set(Some(summary));
+                    state.status.set(Status::Done);
+                }
+                Ok(other) => self.fail(format!("unexpected answer to generate: {other:?}")),
+                Err(e) => self.fail(e.to_string()),
+            }
+        });
+    }
+
+    /// Asks the worker to stop after the current token.
+    pub fn stop(self) {
+        if let Some(client) = self.client.get_value()
+            && let Err(e) = client.send(&Request::Stop)
+        {
+            self.fail(e.to_string());
+        }
+    }
+
+    /// Recomputes the finished run's routing with capacity factor `factor`.
+    pub fn what_if(self, factor: f64) {
+        let state = self.state;
+        let Some(client) = self.client.get_value() else {
+            return;
+        };
+        let (input_ids, output_ids) = state
+            .trace
+            .with_untracked(|t| (t.input_ids.clone(), t.output_ids.clone()));
+        if input_ids.is_empty() || output_ids.is_empty() {
+            return;
+        }
+        spawn_local(async move {
+            let request = Request::Route {
+                input_ids,
+                output_ids,
+                capacity_factor: Some(factor),
+            };
+            match client.request(&request).await {
+                Ok(Response::Routed { routing }) => state.what_if.set(Some((factor, routing))),
+                Ok(other) => self.fail(format!("unexpected answer to route: {other:?}")),
+                Err(e) => self.fail(e.to_string()),
+            }
+        });
+    }
+}
+
 /// The whole page.
 #[component]
 pub fn App() -> impl IntoView {
+    let url_error = backend_preference()
+        .and_then(|b| Ok((b, settings_from_url()?, model_url()?)))
+        .err();
+    let settings = settings_from_url().unwrap_or_default();
+    let prompt = url_parameter("prompt").unwrap_or_else(|| {
+        "The <extra_id_0> walks in the park, and the children <extra_id_1> with the dog.".into()
+    });
+    let state = AppState::new(settings, prompt);
+    if let Some(mb) = number::<f64>("budget_mb").ok().flatten() {
+        state.budget_mb.set(Some(mb));
+    }
+    state
+        .prefetch
+        .set(url_parameter("prefetch").as_deref() != Some("0"));
+    let ctx = Ctx {
+        state,
+        client: StoredValue::new_local(None),
+        text: StoredValue::new(None),
+        backend: StoredValue::new(backend_preference().unwrap_or_default()),
+        url: StoredValue::new(model_url().unwrap_or_else(|_| DEFAULT_MODEL.to_owned())),
+    };
+    provide_context(ctx);
+    match url_error {
+        Some(e) => ctx.fail(e.to_string()),
+        None => ctx.load(),
+    }
+    let diagnostics = RwSignal::new(false);
     view! {
         <header class="top">
             <h1>"Switchscope"</h1>
             <p class="tagline">
-                "A Switch Transformer running in your browser on WebGPU, showing which expert \
-                 every token is routed to."
+                "A Switch Transformer running in your browser, showing which expert every token \
+                 is routed to — and fetching an expert's weights only when a token needs it."
             </p>
         </header>
         <main>
-            <BackendCheck preference=backend_preference() />
+            <BackendBanner />
+            <PromptPanel />
+            <RoutingGrid />
+            <TokenDetail />
+            <div class="columns">
+                <ExpertLoad />
+                <CapacityWhatIf />
+            </div>
+            <ShardPanel />
+            <div class="columns">
+                <Performance />
+                <Export />
+            </div>
+            <details class="panel" on:toggle=move |ev| {
+                let open = event_target::<web_sys::HtmlDetailsElement>(&ev).open();
+                diagnostics.set(open);
+            }>
+                <summary>"Diagnostics: does this backend compute what the CPU computes?"</summary>
+                <Show when=move || diagnostics.get()>
+                    <BackendCheck preference=backend_preference() />
+                </Show>
+            </details>
         </main>
+    }
+}
+
+/// Which backend computes, why, and the model's facts.
+#[component]
+fn BackendBanner() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let state = ctx.state;
+    view! {
+        <section class="banner-row" aria-live="polite">
+            <span>
+                "Backend: "
+                <strong data-testid="backend">
+                    {move || state.model.with(|m| m.as_ref().map(|m| m.backend.as_str()).unwrap_or("…"))}
+                </strong>
+            </span>
+            {move || state.model.with(|m| m.as_ref().and_then(|m| m.fallback_reason.clone())).map(|r| view! {
+                <span class="banner" data-testid="backend-reason">" — " {r}</span>
+            })}
+            {move || state.model.with(|m| m.as_ref().map(|m| {
+                let adapter = m.adapter.as_ref().map(|a| format!(" on {} {}", a.vendor, a.architecture)).unwrap_or_default();
+                view! {
+                    <span class="facts" data-testid="model-facts">
+                        {format!(
+                            " · {}{} · {} experts × {} sparse layers · d_model {} · {} · model {:.1} MB, loaded in {:.0} ms",
+                            m.url, adapter, m.num_experts, m.sparse_layers.len(), m.d_model,
+                            m.quantization, m.total_bytes as f64 / 1e6, m.load_ms
+                        )}
+                    </span>
+                }
+            }))}
+        </section>
     }
 }

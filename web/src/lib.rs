@@ -1,18 +1,26 @@
 //! Switchscope in the browser.
 //!
 //! - [`protocol`]: the messages between the page and the worker (JSON over `postMessage`).
-//! - `worker` (feature `compute`): runs in a dedicated Web Worker; picks WebGPU or the CPU and
-//!   computes. Only the worker's binary links burn.
-//! - [`client`]: the page's side of the worker, as async calls.
-//! - [`app`] and [`components`]: the Leptos UI.
+//! - `worker` (feature `compute`): runs in a dedicated Web Worker; picks WebGPU or the CPU,
+//!   loads the model over HTTP (Cache API first), generates and streams the routing. Only the
+//!   worker's binary links burn.
+//! - [`client`]: the page's side of the worker, as async calls plus a stream listener.
+//! - `app`, `state`, `text` and `components` (feature `text`): the Leptos UI and the
+//!   tokenizer, in the page's binary.
 //! - [`gpu`]: WebGPU adapter discovery through `navigator.gpu` (page or worker).
 
+#[cfg(feature = "text")]
 pub mod app;
 pub mod client;
+#[cfg(feature = "text")]
 pub mod components;
 pub mod error;
 pub mod gpu;
 pub mod protocol;
+#[cfg(feature = "text")]
+pub mod state;
+#[cfg(feature = "text")]
+pub mod text;
 #[cfg(feature = "compute")]
 pub mod worker;
 

@@ -61,6 +61,224 @@ pub enum Request {
         /// Which backend to use.
         backend: BackendPreference,
     },
+    /// Load the converted model at `url` (a directory URL ending in `/`, holding
+    /// `manifest.json`): the dense weights now, experts when routed to.
+    Load {
+        url: String,
+        backend: BackendPreference,
+        /// Most bytes of experts kept on the device (`None`: no limit).
+        budget_bytes: Option<u64>,
+        /// Pre-gating prefetch of the next sparse layer's experts.
+        prefetch: bool,
+    },
+    /// Generate after `input_ids` (already tokenized, with the final `</s>`), streaming
+    /// [`Response::Encoded`], [`Response::Token`] and [`Response::Shard`], then
+    /// [`Response::Done`].
+    Generate {
+        input_ids: Vec<u32>,
+        settings: Settings,
+    },
+    /// Recompute the routing of a finished generation with another capacity factor
+    /// (teacher-forced), answered by [`Response::Routed`].
+    Route {
+        input_ids: Vec<u32>,
+        output_ids: Vec<u32>,
+        capacity_factor: Option<f64>,
+    },
+    /// Stop the running generation after the current token (no reply of its own: the
+    /// generation ends with [`Response::Done`] and `stopped`).
+    Stop,
+}
+
+/// How the next token is picked (the core's `Sampling`, same JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Sampling {
+    Greedy,
+    Sample {
+        temperature: f32,
+        top_k: Option<usize>,
+        top_p: Option<f32>,
+        seed: u64,
+    },
+}
+
+/// Generation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub max_new_tokens: usize,
+    pub sampling: Sampling,
+    /// Replaces the configured expert capacity with `ceil(tokens / experts × factor)`.
+    pub capacity_factor: Option<f64>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 24,
+            sampling: Sampling::Greedy,
+            capacity_factor: None,
+        }
+    }
+}
+
+/// Which stack a sparse layer is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackName {
+    Encoder,
+    Decoder,
+}
+
+impl StackName {
+    /// `encoder` or `decoder`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Encoder => "encoder",
+            Self::Decoder => "decoder",
+        }
+    }
+}
+
+/// What one sparse layer's router did with a sequence (the core's `LayerRouting`, same JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    pub stack: StackName,
+    pub block: usize,
+    /// Per token: the expert that processed it, or −1 when capacity dropped it.
+    pub expert: Vec<i32>,
+    /// Per token: the router's choice (argmax), dropped or not.
+    pub chosen: Vec<u32>,
+    /// Per token: the chosen expert's probability.
+    pub weight: Vec<f32>,
+    /// Per token: the probabilities over all experts.
+    pub probs: Vec<Vec<f32>>,
+    /// Tokens each expert could take.
+    pub capacity: usize,
+}
+
+/// Where shard bytes were found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Disk,
+    Cache,
+    Network,
+}
+
+/// What happened to a shard (the core's `ShardEventKind`, same JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ShardEventKind {
+    Requested,
+    Hit,
+    Prefetching,
+    Fetched {
+        bytes: u64,
+        origin: Origin,
+        prefetched: bool,
+        ms: f64,
+    },
+    Resident {
+        device_bytes: u64,
+        resident_bytes: u64,
+    },
+    Evicted {
+        resident_bytes: u64,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// A shard event (the core's `ShardEvent`, same JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardEvent {
+    pub stack: StackName,
+    pub block: usize,
+    pub expert: usize,
+    pub file: String,
+    #[serde(flatten)]
+    pub kind: ShardEventKind,
+}
+
+/// The expert store's counters (the core's `StoreStats`, same JSON).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub requests: u64,
+    pub hits: u64,
+    pub fetches: u64,
+    pub bytes_fetched: u64,
+    pub prefetch_used: u64,
+    pub prefetches: u64,
+    pub prefetch_wasted_bytes: u64,
+    pub evictions: u64,
+    pub resident_bytes: u64,
+    pub peak_resident_bytes: u64,
+}
+
+/// One expert's shard as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub stack: StackName,
+    pub block: usize,
+    pub expert: usize,
+    pub file: String,
+    pub bytes: u64,
+    /// Whether a copy was in the browser's cache when the model was loaded.
+    pub cached: bool,
+}
+
+/// A loaded model, as the page needs to know it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// The directory URL it was loaded from.
+    pub url: String,
+    pub backend: Backend,
+    /// Why the CPU is used although WebGPU was not refused by the user.
+    pub fallback_reason: Option<String>,
+    pub adapter: Option<AdapterInfo>,
+    pub d_model: usize,
+    pub d_ff: usize,
+    pub num_experts: usize,
+    pub vocab_size: usize,
+    pub num_layers: usize,
+    pub num_decoder_layers: usize,
+    /// The sparse layers, encoder first, in order.
+    pub sparse_layers: Vec<(StackName, usize)>,
+    /// The configured per-sequence expert capacity.
+    pub expert_capacity: usize,
+    /// E.g. `int8 experts (group 32, f16 scales), f16 dense`.
+    pub quantization: String,
+    pub shards: Vec<ShardInfo>,
+    pub dense_bytes: u64,
+    /// Every file of the model.
+    pub total_bytes: u64,
+    /// Device bytes of one expert once decoded (f32).
+    pub expert_device_bytes: u64,
+    /// `tokenizer.json`'s text (checked against the manifest).
+    pub tokenizer_json: Option<String>,
+    pub pad_token_id: u32,
+    pub eos_token_id: u32,
+    pub decoder_start_token_id: u32,
+    /// Milliseconds from the request to a usable model.
+    pub load_ms: f64,
+}
+
+/// How a generation went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// The generated ids (without the decoder start token).
+    pub output_ids: Vec<u32>,
+    /// Whether the user stopped it.
+    pub stopped: bool,
+    pub encoder_ms: f64,
+    /// From the request to the first generated token.
+    pub first_token_ms: f64,
+    pub total_ms: f64,
+    /// Generated tokens per second after the first.
+    pub tokens_per_s: f64,
+    pub stats: StoreStats,
 }
 
 /// What the worker knows about the WebGPU adapter it found.
@@ -122,9 +340,37 @@ pub enum Response {
     Ready,
     /// The answer to [`Request::Probe`].
     Probe(ProbeReport),
+    /// The answer to [`Request::Load`].
+    Loaded(ModelInfo),
+    /// During [`Request::Generate`]: the encoder's routing.
+    Encoded { routing: Vec<Route>, ms: f64 },
+    /// During [`Request::Generate`]: one generated token and its decoder routing.
+    Token {
+        index: usize,
+        id: u32,
+        routing: Vec<Route>,
+        ms: f64,
+    },
+    /// Whenever a shard changes state.
+    Shard(ShardEvent),
+    /// The end of [`Request::Generate`].
+    Done(RunSummary),
+    /// The answer to [`Request::Route`]: encoder layers, then decoder layers.
+    Routed { routing: Vec<Route> },
     /// A request failed; the message is meant for the user.
     Error {
         /// What went wrong.
         message: String,
     },
+}
+
+impl Response {
+    /// Whether this message ends a request (or, for `ready`, the worker's start); the others
+    /// stream while a request runs.
+    pub fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            Self::Encoded { .. } | Self::Token { .. } | Self::Shard(_)
+        )
+    }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::sync::Arc;
 use switchscope_core::BackendKind;
 use switchscope_core::backend;
-use switchscope_core::model::generate::{GenerateOptions, Sampling};
+use switchscope_core::model::generate::{self, GenerateOptions, Sampling};
 
 use switchscope_core::model::weights::{load_converted_lazy, load_model_dir};
 use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchModel, TokenBatch};
@@ -280,12 +280,16 @@ fn generate(args: GenerateArgs) -> Result<()> {
         (Some(prompt), Some(t)) => t.encode(prompt)?,
         _ => args.input_ids.clone(),
     };
-    let generation = pollster::block_on(model.generate(&config, &input_ids, &options, |step| {
-        if !json && tokenizer.is_none() {
-            println!("token {}", step.token);
-        }
-        true
-    }))?;
+    let generation =
+        pollster::block_on(model.generate(&config, &input_ids, &options, |progress| {
+            if let generate::Progress::Step(step) = progress
+                && !json
+                && tokenizer.is_none()
+            {
+                println!("token {}", step.token);
+            }
+            std::future::ready(true)
+        }))?;
     let text = match &tokenizer {
         Some(t) => Some(t.decode(&generation.output_ids)?),
         None => None,

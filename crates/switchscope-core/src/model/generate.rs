@@ -62,21 +62,43 @@ pub struct Generation {
     pub steps: Vec<Step>,
 }
 
+/// What [`SwitchModel::generate`] reports while it runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Progress<'a> {
+    /// The encoder has run: its routing, one entry per sparse encoder layer.
+    Encoded(&'a [LayerRouting]),
+    /// A token was chosen.
+    Step(&'a Step),
+}
+
 impl SwitchModel {
     /// Generates up to `options.max_new_tokens` tokens after `input_ids`, stopping at EOS.
-    /// `on_step` sees each token as soon as it is chosen; returning `false` stops early.
+    /// `on_progress` sees the encoder's routing, then each token as soon as it is chosen; it
+    /// is awaited (a caller can yield to its event loop there), and `false` stops early.
     ///
     /// # Errors
     /// [`CoreError::Input`] for an empty input; execution errors.
-    pub async fn generate(
+    pub async fn generate<F, Fut>(
         &self,
         config: &SwitchConfig,
         input_ids: &[u32],
         options: &GenerateOptions,
-        mut on_step: impl FnMut(&Step) -> bool,
-    ) -> Result<Generation, CoreError> {
+        mut on_progress: F,
+    ) -> Result<Generation, CoreError>
+    where
+        F: FnMut(Progress<'_>) -> Fut,
+        Fut: Future<Output = bool>,
+    {
         let input = TokenBatch::new(&[input_ids.to_vec()], config.pad_token_id)?;
         let encoded = self.encode(config, &input, options.run).await?;
+        let first = encoded.routing.first().map_or(&[][..], Vec::as_slice);
+        if !on_progress(Progress::Encoded(first)).await {
+            return Ok(Generation {
+                output_ids: vec![config.decoder_start()],
+                encoder_routing: first.to_vec(),
+                steps: Vec::new(),
+            });
+        }
         let mut output = vec![config.decoder_start()];
         let mut steps = Vec::new();
         let mut cache = self.start_decoding(&encoded);
@@ -107,7 +129,7 @@ impl SwitchModel {
                 routing: routing.pop().unwrap_or_default(),
             };
             output.push(token);
-            let go_on = on_step(&step);
+            let go_on = on_progress(Progress::Step(&step)).await;
             steps.push(step);
             if token == config.eos_token_id || !go_on {
                 break;

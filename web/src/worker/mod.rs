@@ -3,6 +3,9 @@
 //! Runs in a dedicated Web Worker so the page never waits on the GPU or the CPU backend.
 //! WebGPU is available in dedicated workers, and burn's WebGPU device is created here, once.
 
+pub mod http;
+mod session;
+
 use std::cell::Cell;
 
 use switchscope_core::{BackendKind, backend, probe};
@@ -21,7 +24,8 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
-fn post(response: &Response) {
+/// Sends `response` to the page.
+pub fn post(response: &Response) {
     let json = serde_json::to_string(response).unwrap_or_else(|e| {
         format!(r#"{{"type":"error","message":"could not encode a reply: {e}"}}"#)
     });
@@ -41,7 +45,9 @@ pub fn start() {
         };
         match serde_json::from_str::<Request>(&text) {
             Ok(request) => wasm_bindgen_futures::spawn_local(async move {
-                post(&handle(request).await);
+                if let Some(response) = handle(request).await {
+                    post(&response);
+                }
             }),
             Err(e) => post(&Response::Error {
                 message: format!("unreadable request: {e}"),
@@ -54,13 +60,36 @@ pub fn start() {
     post(&Response::Ready);
 }
 
-async fn handle(request: Request) -> Response {
-    match request {
-        Request::Probe { backend } => match run_probe(backend).await {
-            Ok(report) => Response::Probe(report),
-            Err(message) => Response::Error { message },
-        },
-    }
+async fn handle(request: Request) -> Option<Response> {
+    let result = match request {
+        Request::Probe { backend } => run_probe(backend).await.map(Response::Probe),
+        Request::Load {
+            url,
+            backend,
+            budget_bytes,
+            prefetch,
+        } => session::load(url, backend, budget_bytes, prefetch)
+            .await
+            .map(Response::Loaded),
+        Request::Generate {
+            input_ids,
+            settings,
+        } => session::generate(input_ids, settings)
+            .await
+            .map(Response::Done),
+        Request::Route {
+            input_ids,
+            output_ids,
+            capacity_factor,
+        } => session::route(input_ids, output_ids, capacity_factor)
+            .await
+            .map(|routing| Response::Routed { routing }),
+        Request::Stop => {
+            session::stop();
+            return None;
+        }
+    };
+    Some(result.unwrap_or_else(|message| Response::Error { message }))
 }
 
 /// Chooses the backend for `preference`: the WebGPU adapter's description, or why the CPU.
@@ -99,19 +128,57 @@ async fn choose(
     }
 }
 
-async fn run_probe(preference: BackendPreference) -> Result<ProbeReport, String> {
-    let (mut kind, adapter, mut fallback_reason) = choose(preference).await?;
-    let start = gpu::now_ms();
-    let device = match backend::gpu_device(kind).await {
-        Ok(device) => device,
+/// The backend and device for `preference`, with the adapter and the reason for a fallback.
+pub(crate) struct Chosen {
+    pub kind: BackendKind,
+    pub device: switchscope_core::tensor::Device,
+    pub adapter: Option<crate::protocol::AdapterInfo>,
+    pub fallback_reason: Option<String>,
+}
+
+impl Chosen {
+    pub fn backend(&self) -> Backend {
+        if self.kind == BackendKind::Webgpu {
+            Backend::Webgpu
+        } else {
+            Backend::Cpu
+        }
+    }
+}
+
+/// Picks the backend and creates (or reuses) its device; on `auto`, a WebGPU device that
+/// cannot be created falls back to the CPU with the reason.
+pub(crate) async fn device_for(preference: BackendPreference) -> Result<Chosen, String> {
+    let (kind, adapter, fallback_reason) = choose(preference).await?;
+    match backend::gpu_device(kind).await {
+        Ok(device) => Ok(Chosen {
+            kind,
+            device,
+            adapter,
+            fallback_reason,
+        }),
         Err(e) if preference == BackendPreference::Auto => {
             WEBGPU_BROKEN.set(true);
-            kind = BackendKind::Cpu;
-            fallback_reason = Some(format!("WebGPU could not be initialised: {e}"));
-            backend::cpu_device()
+            Ok(Chosen {
+                kind: BackendKind::Cpu,
+                device: backend::cpu_device(),
+                adapter,
+                fallback_reason: Some(format!("WebGPU could not be initialised: {e}")),
+            })
         }
-        Err(e) => return Err(e.to_string()),
-    };
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+async fn run_probe(preference: BackendPreference) -> Result<ProbeReport, String> {
+    let start = gpu::now_ms();
+    let chosen = device_for(preference).await?;
+    let (kind, device, adapter, fallback_reason) = (
+        chosen.kind,
+        chosen.device,
+        chosen.adapter,
+        chosen.fallback_reason,
+    );
     let result = probe::run(&device).await.map_err(|e| e.to_string())?;
     let backend_ms = gpu::now_ms() - start;
 

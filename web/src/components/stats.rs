@@ -1,0 +1,184 @@
+//! Expert load per layer (tokens per expert vs capacity, load-balancing loss), the capacity
+//! what-if, and the performance figures.
+
+use leptos::prelude::*;
+
+use super::palette::expert_colour;
+use crate::app::Ctx;
+use crate::protocol::Route;
+use crate::state::Status;
+
+/// Tokens per expert (by the router's choice) of one layer.
+pub fn load(route: &Route, experts: usize) -> Vec<usize> {
+    let mut counts = vec![0; experts];
+    for &c in &route.chosen {
+        if let Some(n) = counts.get_mut(c as usize) {
+            *n += 1;
+        }
+    }
+    counts
+}
+
+/// Switch Transformer's load-balancing loss of one layer: `E · Σₑ fₑ · Pₑ`, with `fₑ` the
+/// fraction of tokens routed to expert `e` and `Pₑ` its mean router probability (1 when
+/// perfectly balanced).
+pub fn balance_loss(route: &Route, experts: usize) -> f64 {
+    let tokens = route.chosen.len();
+    if tokens == 0 || experts == 0 {
+        return 0.0;
+    }
+    let counts = load(route, experts);
+    (0..experts)
+        .map(|e| {
+            let f = counts[e] as f64 / tokens as f64;
+            let p: f64 = route
+                .probs
+                .iter()
+                .map(|row| f64::from(row.get(e).copied().unwrap_or(0.0)))
+                .sum::<f64>()
+                / tokens as f64;
+            f * p
+        })
+        .sum::<f64>()
+        * experts as f64
+}
+
+#[component]
+pub fn ExpertLoad() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let state = ctx.state;
+    let rows = move || {
+        let experts = state
+            .model
+            .with(|m| m.as_ref().map_or(0, |m| m.num_experts));
+        state
+            .shown_layers()
+            .into_iter()
+            .map(|route| {
+                let counts = load(&route, experts);
+                let dropped = route.expert.iter().filter(|&&e| e < 0).count();
+                let most = counts.iter().copied().max().unwrap_or(0).max(route.capacity).max(1);
+                // Capacity matters where a layer routes a whole sequence at once (the encoder).
+                let show_capacity = route.stack == crate::protocol::StackName::Encoder;
+                let bars = counts
+                    .iter()
+                    .enumerate()
+                    .map(|(e, &n)| {
+                        let h = 40.0 * n as f64 / most as f64;
+                        view! {
+                            <g>
+                                <title>{format!("expert {e}: {n} tokens")}</title>
+                                <rect x=e as f64 * 14.0 y=42.0 - h width="12" height=h.max(0.5) fill=expert_colour(e) />
+                            </g>
+                        }
+                    })
+                    .collect_view();
+                let cap_y = 42.0 - 40.0 * route.capacity as f64 / most as f64;
+                let width = experts as f64 * 14.0;
+                view! {
+                    <div class="detail-row" data-testid="expert-load"
+                        data-stack=route.stack.as_str() data-block=route.block>
+                        <span class="layer-label">{format!("{} {}", route.stack.as_str(), route.block)}</span>
+                        <svg width=width height="44" role="img"
+                            aria-label=format!("tokens per expert: {counts:?}")>
+                            {bars}
+                            {show_capacity.then(|| view! {
+                                <line class="capacity" x1="0" x2=width y1=cap_y y2=cap_y />
+                            })}
+                        </svg>
+                        <span>
+                            {format!("balance loss {:.2}", balance_loss(&route, experts))}
+                            {show_capacity.then(|| format!(" · capacity {} · dropped {dropped}", route.capacity))}
+                        </span>
+                    </div>
+                }
+            })
+            .collect_view()
+    };
+    view! {
+        <section class="panel" aria-labelledby="load-title">
+            <h2 id="load-title">"Expert load"</h2>
+            <p class="hint">"Tokens per expert in each layer; the line is the capacity; 1.00 is a perfectly balanced layer."</p>
+            {rows}
+        </section>
+    }
+}
+
+#[component]
+pub fn CapacityWhatIf() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let state = ctx.state;
+    let factor = RwSignal::new(1.0f64);
+    let ready = move || state.status.get() == Status::Done;
+    view! {
+        <section class="panel" aria-labelledby="whatif-title">
+            <h2 id="whatif-title">"Capacity what-if"</h2>
+            <p class="hint">
+                "Expert capacity = ⌈tokens / experts × factor⌉ per sequence. Move the factor to \
+                 recompute this run's routing and see which tokens would be dropped."
+            </p>
+            <label>
+                {move || format!("Capacity factor {:.2}", factor.get())}
+                <input type="range" min="0.25" max="4" step="0.25" data-testid="what-if-factor"
+                    disabled=move || !ready()
+                    prop:value=move || factor.get().to_string()
+                    on:change=move |ev| {
+                        if let Ok(f) = event_target_value(&ev).parse::<f64>() {
+                            factor.set(f);
+                            ctx.what_if(f);
+                        }
+                    } />
+            </label>
+            <button data-testid="what-if-reset" disabled=move || state.what_if.get().is_none()
+                on:click=move |_| state.what_if.set(None)>"Show the run's own routing"</button>
+        </section>
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[component]
+pub fn Performance() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let state = ctx.state;
+    view! {
+        <section class="panel" aria-labelledby="perf-title" data-testid="performance">
+            <h2 id="perf-title">"Performance"</h2>
+            {move || {
+                let fetch_ms: Vec<f64> = state.shards.get().iter().filter_map(|c| c.ms.get()).collect();
+                let steps = state.trace.with(|t| t.step_ms.clone());
+                let load_ms = state.model.with(|m| m.as_ref().map(|m| m.load_ms));
+                view! {
+                    <dl class="facts-list">
+                        <dt>"Model load"</dt>
+                        <dd>{load_ms.map(|ms| format!("{ms:.0} ms")).unwrap_or_else(|| "…".into())}</dd>
+                        {state.summary.get().map(|s| view! {
+                            <dt>"Encoder"</dt><dd>{format!("{:.0} ms", s.encoder_ms)}</dd>
+                            <dt>"Time to first token"</dt><dd data-testid="ttft">{format!("{:.0} ms", s.first_token_ms)}</dd>
+                            <dt>"Tokens per second"</dt><dd data-testid="tokens-per-s">{format!("{:.1}", s.tokens_per_s)}</dd>
+                            <dt>"Total"</dt><dd>{format!("{:.0} ms for {} tokens", s.total_ms, s.output_ids.len())}</dd>
+                            <dt>"Expert requests"</dt>
+                            <dd>{format!("{} ({} hits, {} fetches, {} evictions)", s.stats.requests, s.stats.hits, s.stats.fetches, s.stats.evictions)}</dd>
+                            <dt>"Prefetch"</dt>
+                            <dd>{format!("{} started, {} used, {:.1} kB unused", s.stats.prefetches, s.stats.prefetch_used, s.stats.prefetch_wasted_bytes as f64 / 1e3)}</dd>
+                        })}
+                        <dt>"Per token (median)"</dt>
+                        <dd>{if steps.is_empty() { "…".to_string() } else { format!("{:.1} ms", median(&steps)) }}</dd>
+                        <dt>"Shard fetches"</dt>
+                        <dd>{if fetch_ms.is_empty() { "none yet".to_string() } else {
+                            format!("{} · median {:.1} ms · slowest {:.1} ms", fetch_ms.len(), median(&fetch_ms),
+                                fetch_ms.iter().copied().fold(0.0, f64::max))
+                        }}</dd>
+                    </dl>
+                }
+            }}
+        </section>
+    }
+}

@@ -1,0 +1,232 @@
+//! Shards over HTTP for the browser: the Cache API first, then the network (one retry for
+//! network errors and server errors), and only verified bytes are stored in the cache.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use js_sys::{Promise, Uint8Array};
+use switchscope_core::CoreError;
+use switchscope_core::shards::manifest::FileEntry;
+use switchscope_core::shards::store::{ExpertSource, Fetched, Origin, ShardFuture, verify};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Cache, RequestCache, RequestInit, WorkerGlobalScope};
+
+use crate::error::describe;
+
+/// The Cache API cache that holds model files (shared with the service worker).
+pub const MODEL_CACHE: &str = "switchscope-models-v1";
+
+thread_local! {
+    /// Transfers started by a prefetch, by URL, waiting for `fetch` to take them.
+    static PREFETCHED: RefCell<HashMap<String, Promise>> = RefCell::new(HashMap::new());
+}
+
+fn scope() -> WorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// A converted model served as static files under `base` (a URL ending in `/`).
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    pub base: String,
+}
+
+fn shard_error(file: &str, reason: impl Into<String>) -> CoreError {
+    CoreError::Shard {
+        file: file.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Opens the model cache; `None` when the Cache API is unavailable (e.g. an insecure context).
+pub async fn open_cache() -> Option<Cache> {
+    let caches = scope().caches().ok()?;
+    JsFuture::from(caches.open(MODEL_CACHE))
+        .await
+        .ok()
+        .map(JsCast::unchecked_into)
+}
+
+async fn body(response: &web_sys::Response) -> Result<Vec<u8>, String> {
+    let buffer = JsFuture::from(response.array_buffer().map_err(|e| describe(&e))?)
+        .await
+        .map_err(|e| format!("its body could not be read ({})", describe(&e)))?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+/// A network request for `url` that bypasses the browser's HTTP cache (the Cache API is ours).
+fn start(url: &str) -> Promise {
+    let init = RequestInit::new();
+    init.set_cache(RequestCache::NoStore);
+    scope().fetch_with_str_and_init(url, &init)
+}
+
+/// Whether a failure is worth one retry: the request did not complete, or the server failed.
+enum Failure {
+    Retry(String),
+    Final(String),
+}
+
+async fn from_network(promise: Promise) -> Result<Vec<u8>, Failure> {
+    let response: web_sys::Response = JsFuture::from(promise)
+        .await
+        .map_err(|e| Failure::Retry(format!("could not be fetched ({})", describe(&e))))?
+        .unchecked_into();
+    let status = response.status();
+    if status == 404 {
+        return Err(Failure::Final("is missing on the server (HTTP 404)".into()));
+    }
+    if status >= 500 {
+        return Err(Failure::Retry(format!(
+            "could not be fetched (HTTP {status})"
+        )));
+    }
+    if !response.ok() {
+        return Err(Failure::Final(format!(
+            "could not be fetched (HTTP {status})"
+        )));
+    }
+    body(&response).await.map_err(Failure::Retry)
+}
+
+impl HttpSource {
+    fn url(&self, file: &FileEntry) -> String {
+        format!("{}{}", self.base, file.name)
+    }
+
+    /// Verified bytes from the cache, or `None` (a cached copy that fails the check is deleted).
+    async fn from_cache(cache: &Cache, url: &str, file: &FileEntry) -> Option<Vec<u8>> {
+        let found = JsFuture::from(cache.match_with_str(url)).await.ok()?;
+        if found.is_undefined() || found.is_null() {
+            return None;
+        }
+        let bytes = body(&found.unchecked_into()).await.ok();
+        match bytes {
+            Some(bytes) if verify(file, &bytes).is_ok() => Some(bytes),
+            _ => {
+                let _ = JsFuture::from(cache.delete_with_str(url)).await;
+                None
+            }
+        }
+    }
+
+    /// The verified bytes of `file` (cache first, then the network).
+    ///
+    /// # Errors
+    /// [`CoreError::Shard`] naming the file: missing, truncated, corrupt, unreachable.
+    pub async fn get_verified(&self, file: &FileEntry) -> Result<Vec<u8>, CoreError> {
+        Ok(self.get(file).await?.bytes)
+    }
+
+    async fn get(&self, file: &FileEntry) -> Result<Fetched, CoreError> {
+        let url = self.url(file);
+        let cache = open_cache().await;
+        let early = PREFETCHED.with_borrow_mut(|p| p.remove(&url));
+        if let Some(cache) = &cache
+            && let Some(bytes) = Self::from_cache(cache, &url, file).await
+        {
+            return Ok(Fetched {
+                bytes,
+                origin: Origin::Cache,
+                prefetched: false,
+            });
+        }
+        let prefetched = early.is_some();
+        let bytes = match from_network(early.unwrap_or_else(|| start(&url))).await {
+            Ok(bytes) => bytes,
+            Err(Failure::Retry(_)) => match from_network(start(&url)).await {
+                Ok(bytes) => bytes,
+                Err(Failure::Retry(reason) | Failure::Final(reason)) => {
+                    return Err(shard_error(&file.name, format!("{reason}, also on retry")));
+                }
+            },
+            Err(Failure::Final(reason)) => return Err(shard_error(&file.name, reason)),
+        };
+        verify(file, &bytes)?;
+        if let Some(cache) = &cache {
+            store(cache, &url, &bytes).await;
+        }
+        Ok(Fetched {
+            bytes,
+            origin: Origin::Network,
+            prefetched,
+        })
+    }
+}
+
+/// Puts verified bytes into the cache. A full quota only costs the cached copy: the bytes are
+/// used anyway, and the failure is logged.
+async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
+    let array = Uint8Array::from(bytes);
+    let result = match web_sys::Response::new_with_opt_buffer_source(Some(&array)) {
+        Ok(response) => JsFuture::from(cache.put_with_str(url, &response))
+            .await
+            .map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        web_sys::console::warn_1(&JsValue::from_str(&format!(
+            "{url} was not cached: {}",
+            describe(&e)
+        )));
+    }
+}
+
+impl ExpertSource for HttpSource {
+    fn fetch<'a>(&'a self, file: &'a FileEntry) -> ShardFuture<'a> {
+        Box::pin(self.get(file))
+    }
+
+    fn prefetch(&self, file: &FileEntry) {
+        let url = self.url(file);
+        PREFETCHED.with_borrow_mut(|p| {
+            p.entry(url.clone()).or_insert_with(|| start(&url));
+        });
+    }
+}
+
+/// Fetches a small text file of the model that is not content-checked by a manifest entry
+/// (`manifest.json` itself): the network first, the cached copy when offline; a fresh copy
+/// is stored.
+///
+/// # Errors
+/// A sentence naming the URL.
+pub async fn fetch_text_network_first(url: &str) -> Result<String, String> {
+    let cache = open_cache().await;
+    let network = async {
+        let response: web_sys::Response = JsFuture::from(start(url))
+            .await
+            .map_err(|e| format!("{url} could not be fetched ({})", describe(&e)))?
+            .unchecked_into();
+        if !response.ok() {
+            return Err(format!(
+                "{url} could not be fetched (HTTP {})",
+                response.status()
+            ));
+        }
+        body(&response).await.map_err(|e| format!("{url}: {e}"))
+    }
+    .await;
+    let bytes = match network {
+        Ok(bytes) => {
+            if let Some(cache) = &cache {
+                store(cache, url, &bytes).await;
+            }
+            bytes
+        }
+        Err(network_error) => {
+            let cached = match &cache {
+                Some(cache) => match JsFuture::from(cache.match_with_str(url)).await {
+                    Ok(found) if !found.is_undefined() && !found.is_null() => {
+                        body(&found.unchecked_into()).await.ok()
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            cached.ok_or(network_error)?
+        }
+    };
+    String::from_utf8(bytes).map_err(|_| format!("{url} is not UTF-8 text"))
+}

@@ -1,0 +1,336 @@
+//! The loaded model of this worker and what runs on it: loading, generating (streamed) and
+//! recomputing the routing with another capacity factor.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use switchscope_core::model::generate::{self, GenerateOptions, Progress};
+use switchscope_core::model::weights::load_converted;
+use switchscope_core::model::{RunOptions, StackKind, SwitchConfig, SwitchModel, TokenBatch};
+use switchscope_core::shards::manifest::Manifest;
+use switchscope_core::shards::store::{ExpertStore, ShardEvent, StoreOptions};
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use super::http::{HttpSource, fetch_text_network_first, open_cache};
+use super::{device_for, post};
+use crate::gpu::now_ms;
+use crate::protocol::{
+    BackendPreference, ModelInfo, Response, Route, RunSummary, Settings, ShardInfo, StackName,
+};
+
+/// The longest input the worker accepts, in tokens (the page truncates before, with a notice).
+pub const MAX_INPUT_TOKENS: usize = 512;
+
+struct Session {
+    config: SwitchConfig,
+    model: SwitchModel,
+    store: Arc<ExpertStore>,
+}
+
+thread_local! {
+    static SESSION: RefCell<Option<Rc<Session>>> = const { RefCell::new(None) };
+    /// Set by [`stop`], read between tokens.
+    static STOP: Cell<bool> = const { Cell::new(false) };
+    /// Whether a generation is running (one at a time).
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Converts between the core's types and the protocol's mirrors (same JSON by design).
+fn mirror<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, String> {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .map_err(|e| format!("internal message mismatch: {e}"))
+}
+
+fn stack_name(stack: StackKind) -> StackName {
+    match stack {
+        StackKind::Encoder => StackName::Encoder,
+        StackKind::Decoder => StackName::Decoder,
+    }
+}
+
+fn on_shard_event(event: &ShardEvent) {
+    match mirror(event) {
+        Ok(event) => post(&Response::Shard(event)),
+        Err(message) => post(&Response::Error { message }),
+    }
+}
+
+/// Resolves after the event loop has had a turn, so that a `stop` message can be handled.
+async fn yield_now() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+        let _ = global.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+fn describe_quantization(manifest: &Manifest) -> String {
+    let q = &manifest.quantization;
+    let experts = if q.experts.is_quantized() {
+        format!(
+            "{} experts (group {}, {} scales)",
+            q.experts.as_str(),
+            q.group_size,
+            q.scale_dtype
+        )
+    } else {
+        format!("{} experts", q.experts.as_str())
+    };
+    format!("{experts}, {} dense weights", q.dense.as_str())
+}
+
+/// Loads the model at `url` (replacing any loaded one).
+pub async fn load(
+    url: String,
+    preference: BackendPreference,
+    budget_bytes: Option<u64>,
+    prefetch: bool,
+) -> Result<ModelInfo, String> {
+    let start = now_ms();
+    let base = if url.ends_with('/') {
+        url
+    } else {
+        format!("{url}/")
+    };
+    let text = fetch_text_network_first(&format!("{base}manifest.json")).await?;
+    let manifest = Manifest::from_json(&text).map_err(|e| format!("{base}manifest.json: {e}"))?;
+    let chosen = device_for(preference).await?;
+    let source = HttpSource { base: base.clone() };
+    let tokenizer_json = match &manifest.tokenizer {
+        Some(name) => {
+            let entry = manifest
+                .file(name)
+                .ok_or_else(|| format!("the manifest does not list its tokenizer {name}"))?;
+            let bytes = source
+                .get_verified(entry)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(String::from_utf8(bytes).map_err(|_| format!("{name} is not UTF-8 text"))?)
+        }
+        None => None,
+    };
+    let cache = open_cache().await;
+    let mut shards = Vec::with_capacity(manifest.experts.len());
+    for e in &manifest.experts {
+        let cached = match &cache {
+            Some(cache) => JsFuture::from(cache.match_with_str(&format!("{base}{}", e.file)))
+                .await
+                .is_ok_and(|found| !found.is_undefined() && !found.is_null()),
+            None => false,
+        };
+        shards.push(ShardInfo {
+            stack: stack_name(e.stack),
+            block: e.block,
+            expert: e.expert,
+            file: e.file.clone(),
+            bytes: manifest.file(&e.file).map_or(0, |f| f.bytes),
+            cached,
+        });
+    }
+    let dense_bytes = manifest.file(&manifest.dense).map_or(0, |f| f.bytes);
+    let total_bytes = manifest.total_bytes();
+    let quantization = describe_quantization(&manifest);
+    let options = StoreOptions {
+        budget_bytes,
+        prefetch,
+        clock: Some(now_ms),
+        listener: Some(Arc::new(on_shard_event)),
+    };
+    SESSION.set(None);
+    let (config, model, store) =
+        load_converted(manifest, Box::new(source), &chosen.device, options)
+            .await
+            .map_err(|e| e.to_string())?;
+    let sparse_layers = [StackKind::Encoder, StackKind::Decoder]
+        .into_iter()
+        .flat_map(|stack| {
+            config
+                .sparse_blocks(stack)
+                .into_iter()
+                .map(move |b| (stack_name(stack), b))
+        })
+        .collect();
+    let info = ModelInfo {
+        url: base,
+        backend: chosen.backend(),
+        fallback_reason: chosen.fallback_reason.clone(),
+        adapter: chosen.adapter.clone(),
+        d_model: config.d_model,
+        d_ff: config.d_ff,
+        num_experts: config.num_experts,
+        vocab_size: config.vocab_size,
+        num_layers: config.num_layers,
+        num_decoder_layers: config.decoder_layers(),
+        sparse_layers,
+        expert_capacity: config.expert_capacity,
+        quantization,
+        shards,
+        dense_bytes,
+        total_bytes,
+        expert_device_bytes: (2 * config.d_model * config.d_ff * 4) as u64,
+        tokenizer_json,
+        pad_token_id: config.pad_token_id,
+        eos_token_id: config.eos_token_id,
+        decoder_start_token_id: config.decoder_start(),
+        load_ms: now_ms() - start,
+    };
+    SESSION.set(Some(Rc::new(Session {
+        config,
+        model,
+        store,
+    })));
+    Ok(info)
+}
+
+fn session() -> Result<Rc<Session>, String> {
+    SESSION
+        .with_borrow(Clone::clone)
+        .ok_or_else(|| "no model is loaded yet".to_string())
+}
+
+fn check_input(session: &Session, input_ids: &[u32]) -> Result<(), String> {
+    if input_ids.is_empty() {
+        return Err("the prompt is empty: type some text first".into());
+    }
+    if input_ids.len() > MAX_INPUT_TOKENS {
+        return Err(format!(
+            "the prompt has {} tokens; at most {MAX_INPUT_TOKENS} are accepted",
+            input_ids.len()
+        ));
+    }
+    let vocab = session.config.vocab_size;
+    if let Some(bad) = input_ids.iter().find(|&&id| id as usize >= vocab) {
+        return Err(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab}"
+        ));
+    }
+    Ok(())
+}
+
+/// Generates, streaming the encoder's routing, then each token, and returns the summary.
+pub async fn generate(input_ids: Vec<u32>, settings: Settings) -> Result<RunSummary, String> {
+    let session = session()?;
+    check_input(&session, &input_ids)?;
+    if BUSY.replace(true) {
+        return Err("a generation is already running".into());
+    }
+    STOP.set(false);
+    let result = run(&session, &input_ids, settings).await;
+    BUSY.set(false);
+    result
+}
+
+async fn run(
+    session: &Session,
+    input_ids: &[u32],
+    settings: Settings,
+) -> Result<RunSummary, String> {
+    let options = GenerateOptions {
+        max_new_tokens: settings.max_new_tokens,
+        sampling: mirror::<_, generate::Sampling>(&settings.sampling)?,
+        use_cache: true,
+        run: RunOptions {
+            capacity_factor: settings.capacity_factor,
+        },
+    };
+    let start = now_ms();
+    let last = Cell::new(start);
+    let first_token_ms = Cell::new(0.0);
+    let encoder_ms = Cell::new(0.0);
+    let count = Cell::new(0usize);
+    let failure: RefCell<Option<String>> = RefCell::new(None);
+    let generation = session
+        .model
+        .generate(&session.config, input_ids, &options, |progress| {
+            let now = now_ms();
+            let ms = now - last.replace(now);
+            let response = match progress {
+                Progress::Encoded(routing) => {
+                    encoder_ms.set(ms);
+                    mirror(&routing).map(|routing| Response::Encoded { routing, ms })
+                }
+                Progress::Step(step) => {
+                    let index = count.get();
+                    count.set(index + 1);
+                    if index == 0 {
+                        first_token_ms.set(now - start);
+                    }
+                    mirror(&step.routing).map(|routing: Vec<Route>| Response::Token {
+                        index,
+                        id: step.token,
+                        routing,
+                        ms,
+                    })
+                }
+            };
+            let go_on = match response {
+                Ok(response) => {
+                    post(&response);
+                    true
+                }
+                Err(message) => {
+                    failure.replace(Some(message));
+                    false
+                }
+            };
+            async move {
+                yield_now().await;
+                go_on && !STOP.get()
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(message) = failure.take() {
+        return Err(message);
+    }
+    let total_ms = now_ms() - start;
+    let output_ids = generation.output_ids[1..].to_vec();
+    let n = output_ids.len();
+    let tokens_per_s = if n > 1 && total_ms > first_token_ms.get() {
+        (n - 1) as f64 * 1000.0 / (total_ms - first_token_ms.get())
+    } else {
+        0.0
+    };
+    let finished = output_ids.last() == Some(&session.config.eos_token_id);
+    Ok(RunSummary {
+        stopped: STOP.get() && !finished && n < settings.max_new_tokens,
+        output_ids,
+        encoder_ms: encoder_ms.get(),
+        first_token_ms: first_token_ms.get(),
+        total_ms,
+        tokens_per_s,
+        stats: mirror(&session.store.stats())?,
+    })
+}
+
+/// Recomputes the routing of `input_ids` → `output_ids` (teacher-forced, decoder starting
+/// from the start token) with `capacity_factor`.
+pub async fn route(
+    input_ids: Vec<u32>,
+    output_ids: Vec<u32>,
+    capacity_factor: Option<f64>,
+) -> Result<Vec<Route>, String> {
+    let session = session()?;
+    check_input(&session, &input_ids)?;
+    let config = &session.config;
+    let mut decoder = vec![config.decoder_start()];
+    decoder.extend(output_ids.iter().take(output_ids.len().saturating_sub(1)));
+    let input = TokenBatch::new(&[input_ids], config.pad_token_id).map_err(|e| e.to_string())?;
+    let decoder = TokenBatch::new(&[decoder], config.pad_token_id).map_err(|e| e.to_string())?;
+    let out = session
+        .model
+        .forward(config, &input, &decoder, RunOptions { capacity_factor })
+        .await
+        .map_err(|e| e.to_string())?;
+    mirror(&out.routing[0])
+}
+
+/// Asks the running generation to stop after its current token.
+pub fn stop() {
+    STOP.set(true);
+}
