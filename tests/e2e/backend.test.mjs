@@ -13,13 +13,15 @@ async function probe(path, { webgpu }) {
   try {
     const { page } = browser;
     await page.goto(new URL(path, BASE_URL).href);
+    // The probe lives in the Diagnostics panel and runs when it is opened.
+    await page.locator('details summary', { hasText: 'Diagnostics' }).click();
     const status = page.getByTestId('probe-status');
     await status.and(page.locator('[data-state="done"], [data-state="error"]')).waitFor({ timeout: DONE_TIMEOUT });
     const state = await status.getAttribute('data-state');
     if (state === 'error') {
-      return { state, error: await page.getByTestId('error').innerText(), page, browser };
+      return { state, error: await page.getByTestId('probe-error').innerText(), page, browser };
     }
-    const backend = (await page.getByTestId('backend').innerText()).trim();
+    const backend = (await page.getByTestId('probe-backend').innerText()).trim();
     const result = JSON.parse(await page.getByTestId('probe-result').getAttribute('data-result'));
     const match = (await page.getByTestId('probe-match').innerText()).trim();
     return { state, backend, result, match, page, browser };
@@ -56,7 +58,7 @@ test('without WebGPU the page falls back to the CPU with the same result', async
     assert.equal(run.state, 'done', run.error);
     assert.equal(run.backend, 'cpu');
     assert.equal(run.match, 'yes');
-    const reason = await run.page.getByTestId('backend-reason').innerText();
+    const reason = await run.page.getByTestId('probe-backend-reason').innerText();
     assert.match(reason, /adapter|WebGPU/);
     await screenshot(run.page, 'backend-cpu-fallback');
     assert.ok(webgpuResult, 'the WebGPU test ran first');
@@ -71,7 +73,7 @@ test('?backend=cpu uses the CPU even where WebGPU exists', async () => {
   try {
     assert.equal(run.state, 'done', run.error);
     assert.equal(run.backend, 'cpu');
-    assert.match(await run.page.getByTestId('backend-reason').innerText(), /requested/);
+    assert.match(await run.page.getByTestId('probe-backend-reason').innerText(), /requested/);
   } finally {
     await run.browser.close();
   }

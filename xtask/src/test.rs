@@ -80,21 +80,25 @@ fn clippy_native(tools: &Tools) -> Result<()> {
     )
 }
 
+/// The web crate twice, as Trunk builds it: the worker (`compute`) and the page (`text`).
 fn clippy_wasm(tools: &Tools) -> Result<()> {
-    tools::run(tools.command("cargo").args([
-        "clippy",
-        "-p",
-        "switchscope-web",
-        "--target",
-        WASM_TARGET,
-        "--all-targets",
-        "--features",
-        "compute",
-        "--locked",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    for features in ["compute", "text"] {
+        tools::run(tools.command("cargo").args([
+            "clippy",
+            "-p",
+            "switchscope-web",
+            "--target",
+            WASM_TARGET,
+            "--all-targets",
+            "--features",
+            features,
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+    }
+    Ok(())
 }
 
 fn native_tests(tools: &Tools) -> Result<()> {

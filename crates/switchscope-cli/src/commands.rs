@@ -40,6 +40,9 @@ enum Command {
     Convert(ConvertArgs),
     /// Describe a converted model directory: config, sizes per part, experts per layer.
     Inspect(InspectArgs),
+    /// Measurements (not tests): shard traffic and hit rates, random checkpoints.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate(args),
         Command::Convert(args) => convert(args),
         Command::Inspect(args) => inspect(args),
+        Command::Bench(command) => crate::bench::run(command),
     }
 }
 

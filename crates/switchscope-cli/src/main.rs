@@ -4,6 +4,7 @@
 //! sharded safetensors or `pytorch_model.bin`). With `--json`, each command prints one JSON
 //! object on stdout. Errors print one line on stderr and exit with status 1.
 
+mod bench;
 mod commands;
 
 use std::process::ExitCode;

@@ -27,7 +27,7 @@ pub fn BackendCheck(preference: Result<BackendPreference, WebError>) -> impl Int
                 <ErrorBoundary fallback=|errors| {
                     view! {
                         <p data-testid="probe-status" data-state="error">"Failed"</p>
-                        <p class="error" role="alert" data-testid="error">
+                        <p class="error" role="alert" data-testid="probe-error">
                             {move || {
                                 errors
                                     .get()
@@ -83,9 +83,9 @@ fn ProbeView(report: ProbeReport) -> impl IntoView {
     view! {
         <p data-testid="probe-status" data-state="done">"Done"</p>
         <p>
-            "Backend: " <strong data-testid="backend">{report.backend.as_str()}</strong>
+            "Backend: " <strong data-testid="probe-backend">{report.backend.as_str()}</strong>
             {report.fallback_reason.map(|reason| view! {
-                <span class="banner" data-testid="backend-reason">" — " {reason}</span>
+                <span class="banner" data-testid="probe-backend-reason">" — " {reason}</span>
             })}
         </p>
         {adapter}
