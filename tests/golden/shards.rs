@@ -430,3 +430,39 @@ fn prefetch_by_pregating_changes_no_number_and_is_accounted() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// `convert --report`'s measurement: exact for f32 shards; for int8, every expert matrix has a
+/// small, non-zero error and the goals hold (routing ≥ 99 %).
+#[test]
+fn the_quantization_report_measures_what_int8_costs() {
+    use switchscope_core::shards::report::quantization_report;
+
+    let hf = fixture("tiny");
+    let exact = convert_to("tiny", Scheme::F32, "report-f32");
+    let r = pollster::block_on(quantization_report(&hf, &exact, &inputs(), 4)).unwrap();
+    assert!(r.tensors.is_empty(), "{:?}", r.tensors.first());
+    assert_eq!((r.routing_agreement, r.next_token_agreement), (1.0, 1.0));
+
+    let int8 = convert_to("tiny", Scheme::Int8, "report-int8");
+    let r = pollster::block_on(quantization_report(&hf, &int8, &inputs(), 4)).unwrap();
+    assert_eq!(
+        r.tensors.len(),
+        4 * 4 * 2,
+        "every expert matrix, nothing else"
+    );
+    assert!(
+        r.tensors
+            .iter()
+            .all(|t| t.relative_error > 0.0 && t.relative_error < 0.02),
+        "{:?}",
+        r.tensors.first()
+    );
+    assert!(r.routing_agreement >= 0.99, "{}", r.routing_agreement);
+    assert!(
+        r.routing_decisions > inputs().len() * 4,
+        "encoder and decoder decisions"
+    );
+    for dir in [exact, int8] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

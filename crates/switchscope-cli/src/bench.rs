@@ -78,7 +78,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
 }
 
 /// A fixed text set: English prose, Spanish, code, numbers.
-const TEXTS: [&str; 8] = [
+pub const TEXTS: [&str; 8] = [
     "The ship sailed out of the harbour at dawn, and the <extra_id_0> watched from the shore.",
     "In the beginning was the word, and the word was <extra_id_0> with the people.",
     "Y dijo Dios: sea la luz; y fue la <extra_id_0>. Y vio Dios que la luz era buena.",

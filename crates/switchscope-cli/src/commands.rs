@@ -15,6 +15,7 @@ use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchMode
 use switchscope_core::shards::convert::{ConvertOptions, Phase};
 use switchscope_core::shards::manifest::Manifest;
 use switchscope_core::shards::quant::Scheme;
+use switchscope_core::shards::report::{QuantizationReport, quantization_report};
 use switchscope_core::shards::store::ExpertStore;
 use switchscope_core::tensor::Device;
 use switchscope_core::tokenizer::Tokenizer;
@@ -65,6 +66,10 @@ struct ConvertArgs {
     /// Store the dense weights in f16 instead of f32.
     #[arg(long)]
     f16_dense: bool,
+    /// Then measure what quantization cost on a fixed input set: per-tensor relative error,
+    /// routing agreement and greedy next-token agreement with the checkpoint.
+    #[arg(long)]
+    report: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -374,6 +379,14 @@ fn convert(args: ConvertArgs) -> Result<()> {
     let m = &summary.manifest;
     let total = m.total_bytes();
     let seconds = started.elapsed().as_secs_f64();
+    let report = if args.report {
+        let inputs = report_inputs(&args.from, &summary.manifest.config)?;
+        Some(pollster::block_on(quantization_report(
+            &args.from, &args.out, &inputs, 8,
+        ))?)
+    } else {
+        None
+    };
     if args.json {
         let out = serde_json::json!({
             "out": args.out,
@@ -382,19 +395,83 @@ fn convert(args: ConvertArgs) -> Result<()> {
             "source_f32_bytes": summary.source_f32_bytes,
             "compression": summary.source_f32_bytes as f64 / total as f64,
             "seconds": seconds,
+            "report": report,
         });
         println!("{out}");
-    } else {
-        println!(
-            "wrote {} files, {} ({} as f32: {:.2}× smaller) to {} in {seconds:.1} s",
-            m.files.len(),
-            human_bytes(total),
-            human_bytes(summary.source_f32_bytes),
-            summary.source_f32_bytes as f64 / total as f64,
-            args.out.display()
-        );
+        return Ok(());
+    }
+    println!(
+        "wrote {} files, {} ({} as f32: {:.2}× smaller) to {} in {seconds:.1} s",
+        m.files.len(),
+        human_bytes(total),
+        human_bytes(summary.source_f32_bytes),
+        summary.source_f32_bytes as f64 / total as f64,
+        args.out.display()
+    );
+    if let Some(r) = report {
+        print_report(&r, options.experts);
     }
     Ok(())
+}
+
+/// The fixed input set of `--report`: the benchmark texts when the checkpoint has a
+/// tokenizer, else 16 fixed pseudo-random id sequences.
+fn report_inputs(from: &std::path::Path, config: &SwitchConfig) -> Result<Vec<Vec<u32>>> {
+    if from.join("tokenizer.json").is_file() {
+        let tokenizer = load_tokenizer(from)?;
+        return crate::bench::TEXTS
+            .iter()
+            .map(|t| Ok(tokenizer.encode(t)?))
+            .collect();
+    }
+    let mut rng = switchscope_core::model::generate::SplitMix64::new(11);
+    let vocab = config.vocab_size as u64;
+    Ok((0..16)
+        .map(|_| {
+            (0..24)
+                .map(|_| 3 + (rng.next_u64() % (vocab - 3)) as u32)
+                .chain([config.eos_token_id])
+                .collect()
+        })
+        .collect())
+}
+
+fn print_report(r: &QuantizationReport, scheme: Scheme) {
+    println!(
+        "\nquantization report ({} tensors differ from the checkpoint):",
+        r.tensors.len()
+    );
+    println!(
+        "  relative error: mean {:.4}, largest {:.4}",
+        r.mean_error(),
+        r.tensors.first().map_or(0.0, |t| t.relative_error)
+    );
+    for t in r.tensors.iter().take(5) {
+        println!("    {:.4}  {}", t.relative_error, t.name);
+    }
+    let goal = match scheme {
+        Scheme::Int8 => Some(0.99),
+        Scheme::Int4 => Some(0.97),
+        _ => None,
+    };
+    let verdict = goal.map_or(String::new(), |g| {
+        let met = if r.routing_agreement >= g {
+            "met"
+        } else {
+            "NOT met"
+        };
+        format!(" (goal ≥ {:.0} %: {met})", g * 100.0)
+    });
+    println!(
+        "  routing agreement: {:.2} % of {} decisions{verdict}",
+        100.0 * r.routing_agreement,
+        r.routing_decisions
+    );
+    println!(
+        "  greedy next-token agreement: {:.2} % of {} positions",
+        100.0 * r.next_token_agreement,
+        r.next_token_positions
+    );
 }
 
 fn inspect(args: InspectArgs) -> Result<()> {

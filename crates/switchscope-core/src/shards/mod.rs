@@ -5,6 +5,7 @@ pub mod convert;
 pub mod files;
 pub mod manifest;
 pub mod quant;
+pub mod report;
 pub mod safetensors;
 pub mod source;
 pub mod store;
