@@ -7,6 +7,7 @@ use crate::WebError;
 use crate::client::WorkerClient;
 use crate::components::backend_check::BackendCheck;
 use crate::components::export::Export;
+use crate::components::offline::{OfflinePanel, UpdateBanner};
 use crate::components::prompt::PromptPanel;
 use crate::components::routing_grid::{RoutingGrid, TokenDetail};
 use crate::components::shard_panel::ShardPanel;
@@ -315,6 +316,7 @@ pub fn App() -> impl IntoView {
             </p>
         </header>
         <main>
+            <UpdateBanner />
             <BackendBanner />
             <PromptPanel />
             <RoutingGrid />
@@ -327,6 +329,7 @@ pub fn App() -> impl IntoView {
             <div class="columns">
                 <Performance />
                 <Export />
+                <OfflinePanel />
             </div>
             <details class="panel" on:toggle=move |ev| {
                 let open = event_target::<web_sys::HtmlDetailsElement>(&ev).open();

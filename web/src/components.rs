@@ -2,6 +2,7 @@
 
 pub mod backend_check;
 pub mod export;
+pub mod offline;
 pub mod palette;
 pub mod prompt;
 pub mod routing_grid;

@@ -88,6 +88,11 @@ pub enum Request {
     /// Stop the running generation after the current token (no reply of its own: the
     /// generation ends with [`Response::Done`] and `stopped`).
     Stop,
+    /// Store every file of the loaded model in the browser's cache, streaming
+    /// [`Response::OfflineProgress`], answered by [`Response::Offline`].
+    MakeOffline,
+    /// Remove the loaded model's files from the browser's cache ([`Response::Offline`]).
+    RemoveOffline,
 }
 
 /// How the next token is picked (the core's `Sampling`, same JSON).
@@ -357,6 +362,19 @@ pub enum Response {
     Done(RunSummary),
     /// The answer to [`Request::Route`]: encoder layers, then decoder layers.
     Routed { routing: Vec<Route> },
+    /// During [`Request::MakeOffline`].
+    OfflineProgress {
+        files_done: usize,
+        files: usize,
+        bytes_done: u64,
+        bytes: u64,
+    },
+    /// The answer to [`Request::MakeOffline`] (`stored`) and [`Request::RemoveOffline`].
+    Offline {
+        stored: bool,
+        files: usize,
+        bytes: u64,
+    },
     /// A request failed; the message is meant for the user.
     Error {
         /// What went wrong.
@@ -370,7 +388,10 @@ impl Response {
     pub fn is_final(&self) -> bool {
         !matches!(
             self,
-            Self::Encoded { .. } | Self::Token { .. } | Self::Shard(_)
+            Self::Encoded { .. }
+                | Self::Token { .. }
+                | Self::Shard(_)
+                | Self::OfflineProgress { .. }
         )
     }
 }

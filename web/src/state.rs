@@ -136,6 +136,8 @@ pub struct AppState {
     pub summary: RwSignal<Option<RunSummary>>,
     /// The token whose router probabilities are shown: (stack, index).
     pub focus: RwSignal<Option<(StackName, usize)>>,
+    /// "Make available offline": files done, files, bytes done, bytes.
+    pub offline_progress: RwSignal<Option<(usize, usize, u64, u64)>>,
 }
 
 impl AppState {
@@ -155,6 +157,7 @@ impl AppState {
             downloaded: RwSignal::new(0),
             summary: RwSignal::new(None),
             focus: RwSignal::new(None),
+            offline_progress: RwSignal::new(None),
         }
     }
 
@@ -227,6 +230,14 @@ impl AppState {
                 t.push_step(routing);
             }),
             Response::Shard(event) => self.shard_event(&event),
+            Response::OfflineProgress {
+                files_done,
+                files,
+                bytes_done,
+                bytes,
+            } => self
+                .offline_progress
+                .set(Some((files_done, files, bytes_done, bytes))),
             _ => {}
         }
     }

@@ -137,6 +137,13 @@ impl HttpSource {
             Ok(bytes) => bytes,
             Err(Failure::Retry(_)) => match from_network(start(&url)).await {
                 Ok(bytes) => bytes,
+                Err(Failure::Retry(_)) if !online() => {
+                    return Err(shard_error(
+                        &file.name,
+                        "is not available offline: it was never downloaded, and the network \
+                         cannot be reached",
+                    ));
+                }
                 Err(Failure::Retry(reason) | Failure::Final(reason)) => {
                     return Err(shard_error(&file.name, format!("{reason}, also on retry")));
                 }
@@ -155,21 +162,126 @@ impl HttpSource {
     }
 }
 
+/// Puts bytes into the cache.
+async fn put(cache: &Cache, url: &str, bytes: &[u8]) -> Result<(), JsValue> {
+    let array = Uint8Array::from(bytes);
+    let response = web_sys::Response::new_with_opt_buffer_source(Some(&array))?;
+    JsFuture::from(cache.put_with_str(url, &response))
+        .await
+        .map(|_| ())
+}
+
 /// Puts verified bytes into the cache. A full quota only costs the cached copy: the bytes are
 /// used anyway, and the failure is logged.
 async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
-    let array = Uint8Array::from(bytes);
-    let result = match web_sys::Response::new_with_opt_buffer_source(Some(&array)) {
-        Ok(response) => JsFuture::from(cache.put_with_str(url, &response))
-            .await
-            .map(|_| ()),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
+    if let Err(e) = put(cache, url, bytes).await {
         web_sys::console::warn_1(&JsValue::from_str(&format!(
             "{url} was not cached: {}",
             describe(&e)
         )));
+    }
+}
+
+/// `navigator.onLine` (true when unknown).
+fn online() -> bool {
+    js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+        .and_then(|n| js_sys::Reflect::get(&n, &"onLine".into()))
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true)
+}
+
+/// Progress of [`HttpSource::make_offline`]: files and bytes done of the totals.
+#[derive(Debug, Clone, Copy)]
+pub struct OfflineProgress {
+    pub files_done: usize,
+    pub files: usize,
+    pub bytes_done: u64,
+    pub bytes: u64,
+}
+
+impl HttpSource {
+    /// Stores every file in `files` in the cache (those already there and intact are kept),
+    /// reporting progress. When the browser refuses to store one (a full quota), the entries
+    /// added by this call are removed again and the error says so.
+    ///
+    /// # Errors
+    /// A sentence naming the file and the cause.
+    pub async fn make_offline(
+        &self,
+        files: &[FileEntry],
+        mut progress: impl FnMut(OfflineProgress),
+    ) -> Result<OfflineProgress, String> {
+        let cache = open_cache()
+            .await
+            .ok_or("this browser offers no Cache API here, so nothing can be kept offline")?;
+        let mut done = OfflineProgress {
+            files_done: 0,
+            files: files.len(),
+            bytes_done: 0,
+            bytes: files.iter().map(|f| f.bytes).sum(),
+        };
+        let mut added: Vec<String> = Vec::new();
+        for file in files {
+            let url = self.url(file);
+            if Self::from_cache(&cache, &url, file).await.is_none() {
+                let fetched = async {
+                    match from_network(start(&url)).await {
+                        Ok(bytes) => Ok(bytes),
+                        Err(Failure::Retry(_)) => from_network(start(&url)).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                .await
+                .map_err(|(Failure::Retry(reason) | Failure::Final(reason))| {
+                    format!("{} {reason}", file.name)
+                });
+                let stored = match fetched {
+                    Ok(bytes) => match verify(file, &bytes) {
+                        Ok(()) => put(&cache, &url, &bytes).await.map_err(|e| {
+                            let name = js_sys::Reflect::get(&e, &"name".into())
+                                .ok()
+                                .and_then(|n| n.as_string())
+                                .unwrap_or_default();
+                            if name == "QuotaExceededError" {
+                                format!(
+                                    "not enough storage for the offline copy: the browser refused \
+                                     to keep {} ({name}); {:.1} of {:.1} MB were stored and have \
+                                     been removed again",
+                                    file.name,
+                                    done.bytes_done as f64 / 1e6,
+                                    done.bytes as f64 / 1e6
+                                )
+                            } else {
+                                format!("{} could not be stored: {}", file.name, describe(&e))
+                            }
+                        }),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e),
+                };
+                if let Err(message) = stored {
+                    for url in &added {
+                        let _ = JsFuture::from(cache.delete_with_str(url)).await;
+                    }
+                    return Err(message);
+                }
+                added.push(url);
+            }
+            done.files_done += 1;
+            done.bytes_done += file.bytes;
+            progress(done);
+        }
+        Ok(done)
+    }
+
+    /// Removes every file in `files` from the cache.
+    pub async fn remove_offline(&self, files: &[FileEntry]) {
+        if let Some(cache) = open_cache().await {
+            for file in files {
+                let _ = JsFuture::from(cache.delete_with_str(&self.url(file))).await;
+            }
+        }
     }
 }
 

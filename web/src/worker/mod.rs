@@ -84,6 +84,8 @@ async fn handle(request: Request) -> Option<Response> {
         } => session::route(input_ids, output_ids, capacity_factor)
             .await
             .map(|routing| Response::Routed { routing }),
+        Request::MakeOffline => session::make_offline().await,
+        Request::RemoveOffline => session::remove_offline().await,
         Request::Stop => {
             session::stop();
             return None;

@@ -26,6 +26,8 @@ use crate::protocol::{
 pub const MAX_INPUT_TOKENS: usize = 512;
 
 struct Session {
+    /// The model directory's URL (ends with `/`).
+    base: String,
     config: SwitchConfig,
     model: SwitchModel,
     store: Arc<ExpertStore>,
@@ -180,6 +182,7 @@ pub async fn load(
         load_ms: now_ms() - start,
     };
     SESSION.set(Some(Rc::new(Session {
+        base: info.url.clone(),
         config,
         model,
         store,
@@ -333,4 +336,44 @@ pub async fn route(
 /// Asks the running generation to stop after its current token.
 pub fn stop() {
     STOP.set(true);
+}
+
+/// Stores every file of the loaded model (and its manifest) in the browser's cache.
+pub async fn make_offline() -> Result<Response, String> {
+    let session = session()?;
+    let source = HttpSource {
+        base: session.base.clone(),
+    };
+    let files = &session.store.manifest().files;
+    let done = source
+        .make_offline(files, |p| {
+            post(&Response::OfflineProgress {
+                files_done: p.files_done,
+                files: p.files,
+                bytes_done: p.bytes_done,
+                bytes: p.bytes,
+            });
+        })
+        .await?;
+    // The manifest was cached when the model was loaded (network first, then the cache).
+    Ok(Response::Offline {
+        stored: true,
+        files: done.files,
+        bytes: done.bytes,
+    })
+}
+
+/// Removes the loaded model's files from the browser's cache.
+pub async fn remove_offline() -> Result<Response, String> {
+    let session = session()?;
+    let source = HttpSource {
+        base: session.base.clone(),
+    };
+    let files = &session.store.manifest().files;
+    source.remove_offline(files).await;
+    Ok(Response::Offline {
+        stored: false,
+        files: files.len(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
+    })
 }
