@@ -6,6 +6,7 @@ use leptos::task::spawn_local;
 use crate::WebError;
 use crate::client::WorkerClient;
 use crate::components::backend_check::BackendCheck;
+use crate::components::embed::is_embed;
 use crate::components::export::Export;
 use crate::components::offline::{OfflinePanel, UpdateBanner};
 use crate::components::prompt::PromptPanel;
@@ -306,41 +307,83 @@ pub fn App() -> impl IntoView {
         Some(e) => ctx.fail(e.to_string()),
         None => ctx.load(),
     }
+    let embed = is_embed();
+    if embed {
+        crate::components::embed::start(ctx);
+    }
+    apply_theme();
+    let panels = panels(embed);
+    let show = move |name: &str| panels.iter().any(|p| p == name);
     let diagnostics = RwSignal::new(false);
     view! {
-        <header class="top">
-            <h1>"Switchscope"</h1>
-            <p class="tagline">
-                "A Switch Transformer running in your browser, showing which expert every token \
-                 is routed to — and fetching an expert's weights only when a token needs it."
-            </p>
-        </header>
-        <main>
-            <UpdateBanner />
+        {(!embed).then(|| view! {
+            <header class="top">
+                <h1>"Switchscope"</h1>
+                <p class="tagline">
+                    "A Switch Transformer running in your browser, showing which expert every token \
+                     is routed to — and fetching an expert's weights only when a token needs it."
+                </p>
+            </header>
+        })}
+        <main class:embed=embed>
+            {(!embed).then(|| view! { <UpdateBanner /> })}
             <BackendBanner />
-            <PromptPanel />
-            <RoutingGrid />
-            <TokenDetail />
+            {show("prompt").then(|| view! { <PromptPanel /> })}
+            {show("grid").then(|| view! { <RoutingGrid /> })}
+            {show("detail").then(|| view! { <TokenDetail /> })}
             <div class="columns">
-                <ExpertLoad />
-                <CapacityWhatIf />
+                {show("load").then(|| view! { <ExpertLoad /> })}
+                {show("whatif").then(|| view! { <CapacityWhatIf /> })}
             </div>
-            <ShardPanel />
+            {show("shards").then(|| view! { <ShardPanel /> })}
             <div class="columns">
-                <Performance />
-                <Export />
-                <OfflinePanel />
+                {show("perf").then(|| view! { <Performance /> })}
+                {show("export").then(|| view! { <Export /> })}
+                {show("offline").then(|| view! { <OfflinePanel /> })}
             </div>
-            <details class="panel" on:toggle=move |ev| {
-                let open = event_target::<web_sys::HtmlDetailsElement>(&ev).open();
-                diagnostics.set(open);
-            }>
-                <summary>"Diagnostics: does this backend compute what the CPU computes?"</summary>
-                <Show when=move || diagnostics.get()>
-                    <BackendCheck preference=backend_preference() />
-                </Show>
-            </details>
+            {(!embed).then(|| view! {
+                <details class="panel" on:toggle=move |ev| {
+                    let open = event_target::<web_sys::HtmlDetailsElement>(&ev).open();
+                    diagnostics.set(open);
+                }>
+                    <summary>"Diagnostics: does this backend compute what the CPU computes?"</summary>
+                    <Show when=move || diagnostics.get()>
+                        <BackendCheck preference=backend_preference() />
+                    </Show>
+                </details>
+            })}
         </main>
+    }
+}
+
+/// Every panel, by the name `panels=` uses.
+pub const PANELS: [&str; 9] = [
+    "prompt", "grid", "detail", "load", "whatif", "shards", "perf", "export", "offline",
+];
+
+/// The panels to show: `panels=` (comma-separated names of [`PANELS`]), else all of them on
+/// the page and the prompt, grid and token detail when embedded.
+fn panels(embed: bool) -> Vec<String> {
+    match url_parameter("panels") {
+        Some(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|p| p.trim().to_owned())
+            .filter(|p| PANELS.contains(&p.as_str()))
+            .collect(),
+        _ if embed => vec!["prompt".into(), "grid".into(), "detail".into()],
+        _ => PANELS.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+/// `theme=light|dark` sets the colour scheme (otherwise the system's).
+fn apply_theme() {
+    let theme = url_parameter("theme");
+    if let Some(theme @ ("light" | "dark")) = theme.as_deref()
+        && let Some(root) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.document_element())
+    {
+        let _ = root.set_attribute("data-theme", theme);
     }
 }
 

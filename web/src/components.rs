@@ -1,6 +1,7 @@
 //! The page's components, by feature.
 
 pub mod backend_check;
+pub mod embed;
 pub mod export;
 pub mod offline;
 pub mod palette;

@@ -26,13 +26,19 @@ fn layer_label(route: &Route) -> String {
 fn StackGrid(stack: StackName) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let state = ctx.state;
-    move || {
+    // Only this stack's layers and pieces: the encoder's grid is not redrawn while the decoder
+    // streams.
+    let data = Memo::new(move |_| {
         let layers: Vec<Route> = state
             .shown_layers()
             .into_iter()
             .filter(|r| r.stack == stack)
             .collect();
         let pieces: Vec<String> = state.trace.with(|t| t.pieces(stack).to_vec());
+        (layers, pieces)
+    });
+    move || {
+        let (layers, pieces) = data.get();
         let tokens = layers
             .first()
             .map_or(0, |l| l.expert.len())

@@ -1,0 +1,124 @@
+// Installed and offline: the service worker keeps the app shell, "Make available offline"
+// keeps the model; offline, the app reloads and generates the same text. With only part of the
+// model cached, a prompt that needs a missing expert says which one. A rebuilt app is offered
+// and picked up after reload.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BASE_URL, launch, screenshot } from './browser.mjs';
+
+const MODEL = process.env.SWITCHSCOPE_MODEL ?? 'models/switchscope-mini/';
+const TIMEOUT = 300_000;
+const DIST = join(dirname(fileURLToPath(import.meta.url)), '../../dist');
+const PROMPT = 'The <extra_id_0> of the house <extra_id_1> open.';
+
+function appUrl() {
+  const url = new URL('/', BASE_URL);
+  url.searchParams.set('model', MODEL);
+  url.searchParams.set('backend', 'cpu');
+  return url.href;
+}
+
+async function status(page, wanted) {
+  await page.waitForFunction(
+    (w) => w.includes(document.querySelector('[data-testid="status"]')?.textContent),
+    wanted,
+    { timeout: TIMEOUT },
+  );
+  return (await page.getByTestId('status').innerText()).trim();
+}
+
+/** Opens the app and waits until the service worker controls it and the model is loaded. */
+async function openControlled(page) {
+  await page.goto(appUrl());
+  await page.evaluate(() => navigator.serviceWorker.ready);
+  if (!(await page.evaluate(() => navigator.serviceWorker.controller !== null))) {
+    await page.reload();
+  }
+  assert.ok(await page.evaluate(() => navigator.serviceWorker.controller !== null), 'controlled by the service worker');
+  assert.equal(await status(page, ['idle', 'error']), 'idle');
+}
+
+async function generate(page) {
+  await page.getByTestId('prompt').fill(PROMPT);
+  await page.getByTestId('run').click();
+  const end = await status(page, ['done', 'error']);
+  if (end === 'error') return { error: await page.getByTestId('error').innerText() };
+  return { output: (await page.getByTestId('output').innerText()).trim() };
+}
+
+test('made available offline, the app reloads and generates the same text without a network', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, context } = browser;
+    await openControlled(page);
+    await page.getByTestId('make-offline').click();
+    await page.getByTestId('offline-status').waitFor({ timeout: TIMEOUT });
+    const note = await page.getByTestId('offline-status').innerText();
+    assert.match(note, /Available offline: \d+ files/);
+    assert.match(note, /Storage before: .*after: /);
+    assert.equal(await page.getByTestId('shard').evaluateAll((els) => els.filter((e) => e.dataset.state === 'remote').length), 0);
+    const online = await generate(page);
+    assert.ok(online.output, online.error);
+
+    await context.setOffline(true);
+    await page.reload();
+    assert.equal(await status(page, ['idle', 'error']), 'idle');
+    const offline = await generate(page);
+    assert.equal(offline.error, undefined);
+    assert.equal(offline.output, online.output);
+    await screenshot(page, 'pwa-offline');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('offline with part of the model, a missing expert is named and nothing crashes', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, context } = browser;
+    // Loading caches the manifest, the dense weights and the tokenizer, but no expert.
+    await openControlled(page);
+    await context.setOffline(true);
+    await page.reload();
+    assert.equal(await status(page, ['idle', 'error']), 'idle');
+    const run = await generate(page);
+    assert.match(run.error ?? '', /experts\/\w+\.b\d+\.e\d+\.safetensors is not available offline/);
+    // The page still works: the what-is-loaded panel and the prompt respond.
+    assert.ok(await page.getByTestId('shard').evaluateAll((els) => els.some((e) => e.dataset.state === 'failed')));
+    await page.getByTestId('prompt').fill('still usable');
+    assert.equal(await page.getByTestId('prompt').inputValue(), 'still usable');
+    await screenshot(page, 'pwa-partial-offline');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a rebuilt app is offered and picked up after reload', async () => {
+  const swPath = join(DIST, 'sw.js');
+  const original = readFileSync(swPath, 'utf8');
+  const version = original.match(/"version":"([0-9a-f]+)"/)?.[1];
+  assert.ok(version, 'dist/sw.js is stamped with a version');
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page } = browser;
+    await openControlled(page);
+    const before = await page.evaluate(() => caches.keys());
+    assert.ok(before.includes(`switchscope-shell-${version}`));
+    // A new build: same shell, new version.
+    writeFileSync(swPath, original.replace(`"version":"${version}"`, `"version":"${version}-next"`));
+    await page.evaluate(() => navigator.serviceWorker.getRegistration().then((r) => r.update()));
+    await page.getByTestId('update').waitFor({ timeout: 60_000 });
+    await screenshot(page, 'pwa-update-offered');
+    await Promise.all([page.waitForEvent('load', { timeout: 60_000 }), page.getByTestId('update-reload').click()]);
+    await status(page, ['idle', 'error']);
+    const after = await page.evaluate(() => caches.keys());
+    assert.ok(after.includes(`switchscope-shell-${version}-next`), after.join());
+    assert.ok(!after.includes(`switchscope-shell-${version}`), 'the old shell cache is deleted');
+  } finally {
+    writeFileSync(swPath, original);
+    await browser.close();
+  }
+});
