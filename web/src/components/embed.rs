@@ -66,27 +66,28 @@ pub fn start(ctx: Ctx) {
     let state = ctx.state;
     {
         let origins = origins.clone();
-        let on_message = Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
-            if !origins.iter().any(|o| *o == event.origin()) {
-                return;
-            }
-            let Ok(text) = js_sys::JSON::stringify(&event.data()) else {
-                return;
-            };
-            let Ok(message) = serde_json::from_str::<RunMessage>(&String::from(text)) else {
-                return;
-            };
-            if message.kind != "switchscope:run" {
-                return;
-            }
-            if let Some(prompt) = message.prompt {
-                state.prompt.set(prompt);
-            }
-            if let Some(settings) = message.settings {
-                state.settings.set(settings);
-            }
-            ctx.run();
-        });
+        let on_message =
+            Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+                if !origins.iter().any(|o| *o == event.origin()) {
+                    return;
+                }
+                let Ok(text) = js_sys::JSON::stringify(&event.data()) else {
+                    return;
+                };
+                let Ok(message) = serde_json::from_str::<RunMessage>(&String::from(text)) else {
+                    return;
+                };
+                if message.kind != "switchscope:run" {
+                    return;
+                }
+                if let Some(prompt) = message.prompt {
+                    state.prompt.set(prompt);
+                }
+                if let Some(settings) = message.settings {
+                    state.settings.set(settings);
+                }
+                ctx.run();
+            });
         if let Some(window) = web_sys::window() {
             let _ = window
                 .add_event_listener_with_callback("message", on_message.as_ref().unchecked_ref());
@@ -111,11 +112,17 @@ pub fn start(ctx: Ctx) {
                 let text = ctx
                     .text
                     .with_value(|t| t.as_ref().map(|t| t.decode(&output)).unwrap_or_default());
-                post(origins, &serde_json::json!({ "type": "switchscope:done", "output": text }));
+                post(
+                    origins,
+                    &serde_json::json!({ "type": "switchscope:done", "output": text }),
+                );
             }
             Status::Error => {
                 let message = state.error.get_untracked().unwrap_or_default();
-                post(origins, &serde_json::json!({ "type": "switchscope:error", "message": message }));
+                post(
+                    origins,
+                    &serde_json::json!({ "type": "switchscope:error", "message": message }),
+                );
             }
             _ => {}
         });
@@ -154,12 +161,18 @@ pub fn start(ctx: Ctx) {
     let observer_origins = origins.get_value();
     let last = std::rc::Rc::new(std::cell::Cell::new(0i32));
     let on_resize = Closure::<dyn Fn()>::new(move || {
-        let Some(body) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) else {
+        let Some(body) = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.document_element())
+        else {
             return;
         };
         let height = body.scroll_height();
         if height != last.replace(height) {
-            post(&observer_origins, &serde_json::json!({ "type": "switchscope:resize", "height": height }));
+            post(
+                &observer_origins,
+                &serde_json::json!({ "type": "switchscope:resize", "height": height }),
+            );
         }
     });
     // Through Reflect: a typed binding would add a web-sys feature to every build, the worker's too.
