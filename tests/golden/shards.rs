@@ -466,3 +466,72 @@ fn the_quantization_report_measures_what_int8_costs() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// Dense weights in int8: the dense file shrinks, the routers stay f32, both loaders (files,
+/// and any `ExpertSource` through `load_converted`) decode the same model, and it still routes
+/// like the checkpoint.
+#[test]
+fn int8_dense_weights_shrink_and_load_the_same_both_ways() {
+    use switchscope_core::model::weights::load_converted;
+    use switchscope_core::shards::report::quantization_report;
+    use switchscope_core::shards::safetensors::SafetensorsFile;
+    use switchscope_core::shards::store::{FileSource, StoreOptions};
+
+    let f32_dense = convert_to("tiny", Scheme::Int8, "dense-f32");
+    let out = scratch("dense-int8");
+    let options = ConvertOptions {
+        dense: Scheme::Int8,
+        ..ConvertOptions::default()
+    };
+    convert(&fixture("tiny"), &out, &options, &mut |_, _, _| {}).unwrap();
+    let manifest =
+        Manifest::from_json(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest.quantization.dense, Scheme::Int8);
+    let bytes = |dir: &Path| {
+        std::fs::metadata(dir.join("dense.safetensors"))
+            .unwrap()
+            .len()
+    };
+    assert!(
+        bytes(&out) * 2 < bytes(&f32_dense),
+        "{} vs {}",
+        bytes(&out),
+        bytes(&f32_dense)
+    );
+    let dense = SafetensorsFile::open(&out.join("dense.safetensors")).unwrap();
+    assert!(dense.tensors.contains_key("shared.qweight"));
+    assert_eq!(
+        dense.tensors["encoder.block.1.layer.1.mlp.router.classifier.weight"].dtype, "F32",
+        "routers stay f32"
+    );
+
+    let device = cpu_device();
+    let (config, eager) = load_model_dir(&out, &device).unwrap();
+    let (_, lazy, _) = pollster::block_on(load_converted(
+        manifest,
+        Box::new(FileSource::new(&out)),
+        &device,
+        StoreOptions::default(),
+    ))
+    .unwrap();
+    let input = TokenBatch::new(&[vec![5, 25, 59, 107, 1]], 0).unwrap();
+    let decoder = TokenBatch::new(&[vec![0, 17, 42]], 0).unwrap();
+    let a = pollster::block_on(eager.forward(&config, &input, &decoder, RunOptions::default()))
+        .unwrap();
+    let b =
+        pollster::block_on(lazy.forward(&config, &input, &decoder, RunOptions::default())).unwrap();
+    assert_eq!(a.logits, b.logits);
+    assert_eq!(a.routing, b.routing);
+
+    let r = pollster::block_on(quantization_report(&fixture("tiny"), &out, &inputs(), 4)).unwrap();
+    eprintln!(
+        "int8 dense + int8 experts: routing {:.4}, next token {:.4}",
+        r.routing_agreement, r.next_token_agreement
+    );
+    // Every layer's input now carries int8 error too; on this random model, whose routers have
+    // small margins, 96.6 % of decisions agree (int8 experts alone: over 99 %).
+    assert!(r.routing_agreement >= 0.95, "{}", r.routing_agreement);
+    for dir in [f32_dense, out] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -63,8 +63,12 @@ struct ConvertArgs {
     /// Keep scales in f32 instead of f16.
     #[arg(long)]
     f32_scales: bool,
-    /// Store the dense weights in f16 instead of f32.
-    #[arg(long)]
+    /// How the dense weights are stored (int8: every matrix but the routers and the position
+    /// biases, block-wise like the experts).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8"])]
+    dense: String,
+    /// Same as `--dense f16`.
+    #[arg(long, conflicts_with = "dense")]
     f16_dense: bool,
     /// Then measure what quantization cost on a fixed input set: per-tensor relative error,
     /// routing agreement and greedy next-token agreement with the checkpoint.
@@ -362,7 +366,11 @@ fn convert(args: ConvertArgs) -> Result<()> {
         experts: Scheme::parse(&args.quant)?,
         group_size: args.group_size,
         f16_scales: !args.f32_scales,
-        f16_dense: args.f16_dense,
+        dense: if args.f16_dense {
+            Scheme::F16
+        } else {
+            Scheme::parse(&args.dense)?
+        },
     };
     let started = std::time::Instant::now();
     let mut bar = Progress::new(!args.json);

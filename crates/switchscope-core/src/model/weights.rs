@@ -446,32 +446,40 @@ pub fn load_converted_lazy_with(
 /// Dense weights held in memory (a converted model's dense file, already verified).
 #[derive(Debug)]
 pub struct DenseBytes {
-    file: String,
+    manifest: Manifest,
     bytes: Vec<u8>,
-    /// Tensor name → dtype, shape and byte range in `bytes`.
-    index: HashMap<String, (String, Vec<usize>, std::ops::Range<usize>)>,
+    /// Tensor name → header entry and byte range in `bytes`.
+    index: HashMap<
+        String,
+        (
+            crate::shards::safetensors::TensorInfo,
+            std::ops::Range<usize>,
+        ),
+    >,
+    shapes: HashMap<String, Vec<usize>>,
 }
 
 impl DenseBytes {
-    /// Indexes the safetensors `bytes` of file `file`.
+    /// Indexes the dense file's safetensors `bytes`.
     ///
     /// # Errors
     /// [`CoreError::Shard`] naming the file when the bytes are not safetensors.
-    pub fn new(file: &str, bytes: Vec<u8>) -> Result<Self, CoreError> {
+    pub fn new(manifest: &Manifest, bytes: Vec<u8>) -> Result<Self, CoreError> {
         let base = bytes.as_ptr() as usize;
         let index = crate::shards::safetensors::parse_bytes(&bytes)
             .map_err(|reason| CoreError::Shard {
-                file: file.to_owned(),
+                file: manifest.dense.clone(),
                 reason,
             })?
             .into_iter()
             .map(|(name, (info, data))| {
                 let start = data.as_ptr() as usize - base;
-                (name, (info.dtype, info.shape, start..start + data.len()))
+                (name, (info, start..start + data.len()))
             })
             .collect();
         Ok(Self {
-            file: file.to_owned(),
+            shapes: crate::shards::files::dense_shapes(manifest),
+            manifest: manifest.clone(),
             bytes,
             index,
         })
@@ -480,19 +488,18 @@ impl DenseBytes {
 
 impl TensorSource for DenseBytes {
     fn get(&mut self, name: &str) -> Result<Option<HostTensor>, CoreError> {
-        let Some((dtype, shape, range)) = self.index.get(name) else {
-            return Ok(None);
-        };
-        let data = decode_floats_named(dtype, &self.bytes[range.clone()], name).map_err(|e| {
-            CoreError::Shard {
-                file: self.file.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        Ok(Some(HostTensor {
-            shape: shape.clone(),
-            data,
-        }))
+        let (index, bytes) = (&self.index, &self.bytes);
+        crate::shards::files::read_dense(
+            &self.manifest,
+            &self.shapes,
+            &self.manifest.dense,
+            name,
+            &mut |n| {
+                Ok(index
+                    .get(n)
+                    .map(|(info, range)| (info.clone(), bytes[range.clone()].to_vec())))
+            },
+        )
     }
 }
 
@@ -515,7 +522,7 @@ pub async fn load_converted(
         .clone();
     let fetched = source.fetch(&entry).await?;
     verify(&entry, &fetched.bytes)?;
-    let mut dense = DenseBytes::new(&entry.name, fetched.bytes)?;
+    let mut dense = DenseBytes::new(&manifest, fetched.bytes)?;
     let config = manifest.config.clone();
     let store = Arc::new(ExpertStore::with_options(
         manifest,

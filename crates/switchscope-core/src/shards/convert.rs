@@ -22,8 +22,9 @@ pub struct ConvertOptions {
     pub group_size: usize,
     /// Scales in f16 (`true`) or f32.
     pub f16_scales: bool,
-    /// Dense weights in f16 instead of f32.
-    pub f16_dense: bool,
+    /// How the dense weights are stored: `F32`, `F16`, or `Int8` (the 2-D matrices, block-wise
+    /// like the experts, except the routers and the relative position biases, kept in f32).
+    pub dense: Scheme,
 }
 
 impl Default for ConvertOptions {
@@ -32,7 +33,7 @@ impl Default for ConvertOptions {
             experts: Scheme::Int8,
             group_size: 32,
             f16_scales: true,
-            f16_dense: false,
+            dense: Scheme::F32,
         }
     }
 }
@@ -105,6 +106,13 @@ pub fn dense_tensors(config: &SwitchConfig) -> Vec<(String, Vec<usize>)> {
         out.push(("lm_head.weight".to_owned(), vec![config.vocab_size, d]));
     }
     out
+}
+
+/// Whether dense tensor `name` of `shape` is stored in int8 when the dense scheme is int8: every
+/// matrix but the routers (routing decisions are sensitive to them, and they are small) and the
+/// relative position biases.
+pub fn int8_dense(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2 && !name.contains(".router.") && !name.contains("relative_attention_bias")
 }
 
 /// The checkpoint name prefix of expert `e` of a sparse block.
@@ -222,8 +230,13 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(Phase, usize, usize),
 ) -> Result<ConvertSummary, CoreError> {
-    if options.experts.is_quantized() {
+    if options.experts.is_quantized() || options.dense.is_quantized() {
         super::quant::check_group_size(options.group_size)?;
+    }
+    if options.dense == Scheme::Int4 {
+        return Err(CoreError::Input(
+            "dense weights can be f32, f16 or int8, not int4".into(),
+        ));
     }
     if out.exists() {
         return Err(CoreError::Input(format!(
@@ -286,17 +299,28 @@ fn write_all(
             t => checked(name, shape, t)?,
         };
         source_values += t.data.len() as u64;
-        let (dtype, bytes) = if options.f16_dense {
-            ("F16", f16_bytes(&t.data))
-        } else {
-            ("F32", f32_bytes(&t.data))
-        };
-        dense.push(OutTensor {
-            name: name.clone(),
-            dtype,
-            shape: shape.clone(),
-            bytes,
-        });
+        match options.dense {
+            Scheme::Int8 if int8_dense(name, shape) => {
+                let stem = name.strip_suffix(".weight").unwrap_or(name);
+                let q = ConvertOptions {
+                    experts: Scheme::Int8,
+                    ..*options
+                };
+                dense.extend(expert_tensors(stem, &t, &q)?);
+            }
+            Scheme::F16 => dense.push(OutTensor {
+                name: name.clone(),
+                dtype: "F16",
+                shape: shape.clone(),
+                bytes: f16_bytes(&t.data),
+            }),
+            _ => dense.push(OutTensor {
+                name: name.clone(),
+                dtype: "F32",
+                shape: shape.clone(),
+                bytes: f32_bytes(&t.data),
+            }),
+        }
     }
     progress(Phase::Dense, names.len(), names.len());
     let mut meta = BTreeMap::new();
@@ -356,11 +380,7 @@ fn write_all(
             experts: options.experts,
             group_size: options.group_size,
             scale_dtype: if options.f16_scales { "f16" } else { "f32" }.to_owned(),
-            dense: if options.f16_dense {
-                Scheme::F16
-            } else {
-                Scheme::F32
-            },
+            dense: options.dense,
         },
         dense: "dense.safetensors".to_owned(),
         experts: entries,

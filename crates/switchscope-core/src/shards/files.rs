@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::manifest::Manifest;
-use super::safetensors::SafetensorsFile;
-use super::store::{decode_matrix, verify};
+use super::quant::Scheme;
+use super::safetensors::{SafetensorsFile, TensorInfo};
+use super::store::{decode_matrix, decode_stored, verify};
 use crate::CoreError;
 use crate::model::weights::{HostTensor, TensorSource, decode_floats_named};
 
@@ -19,6 +20,63 @@ pub struct ConvertedDir {
     /// Expert files read so far (in order), for callers that account for what was loaded.
     pub opened: Vec<String>,
     experts: HashMap<String, (String, String)>,
+    shapes: HashMap<String, Vec<usize>>,
+}
+
+/// A stored tensor's header entry and bytes.
+pub type RawTensor = (TensorInfo, Vec<u8>);
+
+/// Dense tensor shapes by checkpoint name (to decode int8 dense matrices, stored padded).
+pub fn dense_shapes(manifest: &Manifest) -> HashMap<String, Vec<usize>> {
+    super::convert::dense_tensors(&manifest.config)
+        .into_iter()
+        .collect()
+}
+
+/// Reads dense tensor `name` from `file` through `read`: as stored (`F32`/`F16`), or, for an
+/// int8 dense manifest, from `{stem}.qweight` and `{stem}.scales`.
+///
+/// # Errors
+/// [`CoreError::Shard`] naming the file for malformed tensors.
+pub fn read_dense(
+    manifest: &Manifest,
+    shapes: &HashMap<String, Vec<usize>>,
+    file: &str,
+    name: &str,
+    read: &mut dyn FnMut(&str) -> Result<Option<RawTensor>, CoreError>,
+) -> Result<Option<HostTensor>, CoreError> {
+    if let Some((info, raw)) = read(name)? {
+        return Ok(Some(HostTensor {
+            data: decode_floats_named(&info.dtype, &raw, name)?,
+            shape: info.shape,
+        }));
+    }
+    let Some(shape) = shapes.get(name) else {
+        return Ok(None);
+    };
+    if manifest.quantization.dense != Scheme::Int8 || shape.len() != 2 {
+        return Ok(None);
+    }
+    let stem = name.strip_suffix(".weight").unwrap_or(name);
+    let (qname, sname) = (format!("{stem}.qweight"), format!("{stem}.scales"));
+    let (Some(q), Some(scales)) = (read(&qname)?, read(&sname)?) else {
+        return Ok(None);
+    };
+    let get = |n: &str| {
+        if n == qname {
+            Some((q.0.clone(), q.1.as_slice()))
+        } else if n == sname {
+            Some((scales.0.clone(), scales.1.as_slice()))
+        } else {
+            None
+        }
+    };
+    let group = manifest.quantization.group_size;
+    let data = decode_stored(file, stem, [shape[0], shape[1]], Scheme::Int8, group, &get)?;
+    Ok(Some(HostTensor {
+        shape: shape.clone(),
+        data,
+    }))
 }
 
 /// Reads `name` from `dir` and checks it against its manifest entry.
@@ -61,6 +119,7 @@ impl ConvertedDir {
         }
         Ok(Self {
             dir: dir.to_owned(),
+            shapes: dense_shapes(&manifest),
             manifest,
             dense,
             opened: Vec::new(),
@@ -85,12 +144,10 @@ impl TensorSource for ConvertedDir {
         if let Some((file, matrix)) = self.experts.get(name).cloned() {
             return self.expert(&file, &matrix).map(Some);
         }
-        match self.dense.read(name)? {
-            Some((info, raw)) => Ok(Some(HostTensor {
-                data: decode_floats_named(&info.dtype, &raw, name)?,
-                shape: info.shape,
-            })),
-            None => Ok(None),
-        }
+        let file = self.manifest.dense.clone();
+        let dense = &mut self.dense;
+        read_dense(&self.manifest, &self.shapes, &file, name, &mut |n| {
+            dense.read(n)
+        })
     }
 }

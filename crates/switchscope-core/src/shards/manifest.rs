@@ -30,7 +30,8 @@ pub struct Quantization {
     pub group_size: usize,
     /// `f16` or `f32` scales (quantized schemes only).
     pub scale_dtype: String,
-    /// Everything else (embeddings, attention, norms, routers, dense FFNs): `f32` or `f16`.
+    /// Everything else (embeddings, attention, norms, routers, dense FFNs): `f32`, `f16`, or
+    /// `int8` (matrices block-wise with `group_size`; routers and position biases in f32).
     pub dense: Scheme,
 }
 

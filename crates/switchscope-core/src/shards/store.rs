@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::manifest::Manifest;
 use super::quant::{Quantized, Scheme};
-use super::safetensors::parse_bytes;
+use super::safetensors::{TensorInfo, parse_bytes};
 pub use super::source::{ExpertSource, Fetched, FileSource, Origin, ShardFuture, verify};
 use crate::CoreError;
 use crate::model::StackKind;
@@ -30,64 +30,83 @@ pub fn decode_matrix(
     bytes: &[u8],
     matrix: &str,
 ) -> Result<(Vec<f32>, [usize; 2]), CoreError> {
+    let tensors = parse_bytes(bytes).map_err(|reason| CoreError::Shard {
+        file: file.to_owned(),
+        reason,
+    })?;
+    let c = &manifest.config;
+    let shape = if matrix == "wi" {
+        [c.d_ff, c.d_model]
+    } else {
+        [c.d_model, c.d_ff]
+    };
+    let q = &manifest.quantization;
+    let get = |name: &str| tensors.get(name).map(|(info, raw)| (info.clone(), *raw));
+    let data = decode_stored(file, matrix, shape, q.experts, q.group_size, &get)?;
+    Ok((data, shape))
+}
+
+/// Finds a stored tensor's header entry and bytes by name.
+pub type FindTensor<'a, 'b> = &'b dyn Fn(&str) -> Option<(TensorInfo, &'a [u8])>;
+
+/// Decodes tensor `stem` (`wi`, or a dense name without `.weight`) of shape `[rows, cols]`
+/// stored as `{stem}.weight` (f32/f16) or `{stem}.qweight` + `{stem}.scales` (int8/int4) in
+/// `file`, whose tensors `get` finds.
+///
+/// # Errors
+/// [`CoreError::Shard`] naming the file when a tensor is missing or malformed.
+pub fn decode_stored<'a>(
+    file: &str,
+    stem: &str,
+    [rows, cols]: [usize; 2],
+    scheme: Scheme,
+    group_size: usize,
+    get: FindTensor<'a, '_>,
+) -> Result<Vec<f32>, CoreError> {
     let shard = |what: String| CoreError::Shard {
         file: file.to_owned(),
         reason: what,
     };
-    let tensors = parse_bytes(bytes).map_err(shard)?;
-    let get = |name: String| {
-        tensors
-            .get(&name)
-            .ok_or_else(|| shard(format!("has no {name}")))
-    };
-    let c = &manifest.config;
-    let (rows, cols) = if matrix == "wi" {
-        (c.d_ff, c.d_model)
-    } else {
-        (c.d_model, c.d_ff)
-    };
-    let q = &manifest.quantization;
-    let data = match q.experts {
+    let find = |name: String| get(&name).ok_or_else(|| shard(format!("has no {name}")));
+    Ok(match scheme {
         Scheme::F32 | Scheme::F16 => {
-            let (info, raw) = get(format!("{matrix}.weight"))?;
+            let (info, raw) = find(format!("{stem}.weight"))?;
             if info.shape != [rows, cols] {
                 return Err(shard(format!(
-                    "{matrix}.weight has shape {:?}, expected {:?}",
+                    "{stem}.weight has shape {:?}, expected {:?}",
                     info.shape,
                     [rows, cols]
                 )));
             }
-            decode_floats_named(&info.dtype, raw, matrix)?
+            decode_floats_named(&info.dtype, raw, stem)?
         }
         scheme => {
-            let (_, qraw) = get(format!("{matrix}.qweight"))?;
-            let (sinfo, sraw) = get(format!("{matrix}.scales"))?;
-            let padded = super::quant::padded_cols(cols, q.group_size);
+            let (_, qraw) = find(format!("{stem}.qweight"))?;
+            let (sinfo, sraw) = find(format!("{stem}.scales"))?;
+            let padded = super::quant::padded_cols(cols, group_size);
             let per_row = if scheme == Scheme::Int4 {
                 padded / 2
             } else {
                 padded
             };
-            let scales = decode_floats_named(&sinfo.dtype, sraw, matrix)?;
-            if qraw.len() != rows * per_row || scales.len() != rows * (padded / q.group_size) {
+            let scales = decode_floats_named(&sinfo.dtype, sraw, stem)?;
+            if qraw.len() != rows * per_row || scales.len() != rows * (padded / group_size) {
                 return Err(shard(format!(
-                    "{matrix} has the wrong size for {} with group {}",
+                    "{stem} has the wrong size for {} with group {group_size}",
                     scheme.as_str(),
-                    q.group_size
                 )));
             }
             Quantized {
                 rows,
                 cols,
-                group_size: q.group_size,
+                group_size,
                 scheme,
                 data: qraw.to_vec(),
                 scales,
             }
             .dequantize()
         }
-    };
-    Ok((data, [rows, cols]))
+    })
 }
 
 /// One expert of one sparse layer.
