@@ -48,35 +48,16 @@ fn inputs() -> Vec<Vec<u32>> {
 }
 
 /// Routing agreement (fraction of token × sparse-layer decisions equal) and greedy next-token
-/// agreement of model `b` against model `a`.
+/// agreement of converted model `b` against checkpoint `a`.
 fn agreement(a: &Path, b: &Path) -> (f64, f64) {
-    let device = cpu_device();
-    let (config, ma) = load_model_dir(a, &device).unwrap();
-    let (_, mb) = load_model_dir(b, &device).unwrap();
-    let (mut same, mut total, mut next_same, mut next_total) = (0usize, 0usize, 0usize, 0usize);
-    for row in inputs() {
-        let input = TokenBatch::new(std::slice::from_ref(&row), 0).unwrap();
-        let decoder = TokenBatch::new(&[vec![0, row[0], row[1], row[2]]], 0).unwrap();
-        let oa = pollster::block_on(ma.forward(&config, &input, &decoder, RunOptions::default()))
-            .unwrap();
-        let ob = pollster::block_on(mb.forward(&config, &input, &decoder, RunOptions::default()))
-            .unwrap();
-        for (la, lb) in oa.routing[0].iter().zip(&ob.routing[0]) {
-            for (ea, eb) in la.expert.iter().zip(&lb.expert) {
-                total += 1;
-                same += usize::from(ea == eb);
-            }
-        }
-        for (ra, rb) in oa.logits[0].iter().zip(&ob.logits[0]) {
-            next_total += 1;
-            let argmax = |r: &Vec<f32>| switchscope_core::model::generate::argmax(r);
-            next_same += usize::from(argmax(ra) == argmax(rb));
-        }
-    }
-    (
-        same as f64 / total as f64,
-        next_same as f64 / next_total as f64,
-    )
+    let r = pollster::block_on(switchscope_core::shards::report::quantization_report(
+        a,
+        b,
+        &inputs(),
+        3,
+    ))
+    .unwrap();
+    (r.routing_agreement, r.next_token_agreement)
 }
 
 #[test]
