@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Rebuild the default model public/models/switchscope-mini from scratch, end to end:
+#   corpus (pinned, checksummed downloads) -> tokenizer -> training -> conversion with our own
+#   converter (int8 experts, group 32, f16 scales, f16 dense) -> the Rust test fixture
+#   tests/fixtures/switchscope-mini/reference.json -> model card + plots.
+#
+# From the repository root (Debian 12 with apt-get and npm; Python 3.11; CPU is enough):
+#
+#   python3 -m venv .venv && .venv/bin/pip install -r tools/model/requirements.txt
+#   PYTHON=.venv/bin/python tools/model/build.sh
+#
+# Environment:
+#   PYTHON        the Python with tools/model/requirements.txt installed      (default: python3)
+#   SWITCHSCOPE   how to run the CLI       (default: cargo run --release -p switchscope-cli --)
+#   TOKENS        corpus tokens to train on                                   (default: 11000000)
+#   TRAIN_ARGS    extra arguments for train.py, e.g. "--deadline 1795829400" or, to replay the
+#                 shipped run, the --cooldown-at/--cooldown-steps recorded in its model card
+# Intermediate files (corpus, checkpoint) go to tools/model/work/ (git-ignored).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+PYTHON=${PYTHON:-python3}
+SWITCHSCOPE=${SWITCHSCOPE:-cargo run --release -p switchscope-cli --}
+TOKENS=${TOKENS:-11000000}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+WORK=tools/model/work
+MODEL=public/models/switchscope-mini
+
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+$PYTHON tools/model/fetch_corpus.py --work "$WORK"
+$PYTHON tools/model/train_tokenizer.py --work "$WORK"
+rm -f "$WORK/tokens.npz"   # the token cache belongs to the previous tokenizer
+rm -rf "$WORK/hf"
+# shellcheck disable=SC2086
+$PYTHON tools/model/train.py --work "$WORK" --tokens "$TOKENS" $TRAIN_ARGS
+
+# The converter refuses an existing --out: convert to a temporary directory, then replace the
+# converted files of $MODEL (README.md and plots/ are rewritten by eval_and_card.py below).
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+# shellcheck disable=SC2086
+$SWITCHSCOPE convert --from "$WORK/hf" --out "$tmp/model" --quant int8 --group-size 32 --f16-dense
+mkdir -p "$MODEL"
+rm -rf "$MODEL/experts" "$MODEL/manifest.json" "$MODEL/dense.safetensors" "$MODEL/tokenizer.json"
+mv "$tmp/model/"* "$MODEL/"
+# shellcheck disable=SC2086
+$SWITCHSCOPE inspect "$MODEL"
+
+# the fixture first: the card shows the same held-out fill-in examples
+$PYTHON tools/model/make_reference.py --work "$WORK" --model "$MODEL" --cli "$SWITCHSCOPE"
+$PYTHON tools/model/eval_and_card.py --work "$WORK" --model "$MODEL"
+du -sh "$MODEL"

