@@ -186,15 +186,17 @@ fn an_existing_output_is_not_overwritten_and_failures_leave_nothing() {
     };
     assert!(convert(&fixture("tiny"), &out, &options, &mut |_, _, _| {}).is_err());
     assert!(!out.exists());
+    // (Only this conversion's: other tests of this process convert at the same time.)
     let parent = out.parent().unwrap();
+    let temporary = format!(
+        ".{}.partial-{}",
+        out.file_name().unwrap().to_string_lossy(),
+        std::process::id()
+    );
     let leftovers = std::fs::read_dir(parent)
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .contains(&format!("partial-{}", std::process::id()))
-        })
+        .filter(|e| e.file_name().to_string_lossy() == temporary)
         .count();
     assert_eq!(leftovers, 0, "no temporary directory is left behind");
 }
