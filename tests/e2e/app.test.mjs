@@ -150,10 +150,10 @@ test('WebGPU: a masked prompt streams an answer and every routing decision is sh
   }
 });
 
-test('CPU fallback: the same greedy text without WebGPU', async () => {
+test('CPU fallback: the same greedy text without WebGPU (and per-layer times)', async () => {
   const browser = await launch({ webgpu: false });
   try {
-    const run = await generate(browser, {});
+    const run = await generate(browser, { time_layers: '1' });
     assert.equal(run.backend, 'cpu');
     assert.match(await browser.page.getByTestId('backend-reason').innerText(), /WebGPU|adapter/);
     assert.ok(webgpuOutput, 'the WebGPU test ran first');
@@ -163,6 +163,8 @@ test('CPU fallback: the same greedy text without WebGPU', async () => {
     // itself a pool of CPU threads on the same two cores, so main-thread timing there measures
     // the emulated GPU's load rather than the app.
     assert.deepEqual(run.longTasks, [], 'no task over 50 ms on the main thread while generating');
+    const times = await browser.page.getByTestId('layer-times').innerText();
+    assert.match(times, /encoder 0: [\d.]+ .*decoder 0: [\d.]+/);
     await screenshot(browser.page, 'app-cpu-done');
   } finally {
     await browser.close();

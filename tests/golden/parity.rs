@@ -237,3 +237,52 @@ fn errors_name_the_problem() {
     assert!(err.to_string().contains("100000"), "{err}");
     assert!(TokenBatch::new(&[vec![]], 0).is_err());
 }
+
+/// Timing every block (for the app's per-layer times) observes without changing anything: one
+/// time per encoder block, one per decoder block and step, and the same tokens and routing.
+#[test]
+fn timing_blocks_changes_no_output() {
+    fn clock() -> f64 {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1e3
+    }
+    let device = cpu_device();
+    let (config, model) = load_hf_dir(&fixtures().join("tiny"), &device).unwrap();
+    let input = vec![5, 25, 59, 107, 1];
+    let plain = GenerateOptions {
+        max_new_tokens: 4,
+        ..GenerateOptions::default()
+    };
+    let timed = GenerateOptions {
+        run: RunOptions {
+            block_clock: Some(clock),
+            ..RunOptions::default()
+        },
+        ..plain
+    };
+    let mut encoder_ms = Vec::new();
+    let a =
+        pollster::block_on(model.generate(&config, &input, &plain, |_| std::future::ready(true)))
+            .unwrap();
+    let b = pollster::block_on(model.generate(&config, &input, &timed, |p| {
+        if let switchscope_core::model::generate::Progress::Encoded { block_ms, .. } = p {
+            encoder_ms = block_ms.to_vec();
+        }
+        std::future::ready(true)
+    }))
+    .unwrap();
+    assert_eq!(a.output_ids, b.output_ids);
+    assert_eq!(a.encoder_routing, b.encoder_routing);
+    assert_eq!(encoder_ms.len(), config.num_layers);
+    assert!(encoder_ms.iter().all(|&ms| ms >= 0.0));
+    for (sa, sb) in a.steps.iter().zip(&b.steps) {
+        assert_eq!(sa.routing, sb.routing);
+        assert!(sa.block_ms.is_empty());
+        assert_eq!(sb.block_ms.len(), config.decoder_layers());
+    }
+}

@@ -65,6 +65,7 @@ pub fn settings_from_url() -> Result<Settings, WebError> {
         settings.max_new_tokens = n.clamp(1, MAX_NEW_TOKENS);
     }
     settings.capacity_factor = number("capacity_factor")?;
+    settings.time_layers = url_parameter("time_layers").as_deref() == Some("1");
     settings.sampling = match url_parameter("sampling").as_deref() {
         None | Some("" | "greedy") => Sampling::Greedy,
         Some("sample") => Sampling::Sample {

@@ -115,6 +115,9 @@ pub struct Settings {
     pub sampling: Sampling,
     /// Replaces the configured expert capacity with `ceil(tokens / experts × factor)`.
     pub capacity_factor: Option<f64>,
+    /// Time every block (the device is synchronised after each: slower).
+    #[serde(default)]
+    pub time_layers: bool,
 }
 
 impl Default for Settings {
@@ -123,6 +126,7 @@ impl Default for Settings {
             max_new_tokens: 24,
             sampling: Sampling::Greedy,
             capacity_factor: None,
+            time_layers: false,
         }
     }
 }
@@ -347,14 +351,22 @@ pub enum Response {
     Probe(ProbeReport),
     /// The answer to [`Request::Load`].
     Loaded(ModelInfo),
-    /// During [`Request::Generate`]: the encoder's routing.
-    Encoded { routing: Vec<Route>, ms: f64 },
+    /// During [`Request::Generate`]: the encoder's routing (and milliseconds per block when
+    /// `time_layers`).
+    Encoded {
+        routing: Vec<Route>,
+        ms: f64,
+        #[serde(default)]
+        block_ms: Vec<f64>,
+    },
     /// During [`Request::Generate`]: one generated token and its decoder routing.
     Token {
         index: usize,
         id: u32,
         routing: Vec<Route>,
         ms: f64,
+        #[serde(default)]
+        block_ms: Vec<f64>,
     },
     /// Whenever a shard changes state.
     Shard(ShardEvent),

@@ -83,6 +83,10 @@ pub struct Trace {
     pub decoder: Vec<Route>,
     /// Milliseconds per generated token.
     pub step_ms: Vec<f64>,
+    /// Milliseconds per encoder block (when timed).
+    pub encoder_block_ms: Vec<f64>,
+    /// Per generated token, milliseconds per decoder block (when timed).
+    pub decoder_block_ms: Vec<Vec<f64>>,
 }
 
 impl Trace {
@@ -220,13 +224,25 @@ impl AppState {
     /// Applies a streamed message from the worker; `piece` names a token id.
     pub fn apply(&self, response: Response, piece: impl Fn(u32) -> String) {
         match response {
-            Response::Encoded { routing, .. } => self.trace.update(|t| t.encoder = routing),
+            Response::Encoded {
+                routing, block_ms, ..
+            } => self.trace.update(|t| {
+                t.encoder = routing;
+                t.encoder_block_ms = block_ms;
+            }),
             Response::Token {
-                id, routing, ms, ..
+                id,
+                routing,
+                ms,
+                block_ms,
+                ..
             } => self.trace.update(|t| {
                 t.output_ids.push(id);
                 t.output_pieces.push(piece(id));
                 t.step_ms.push(ms);
+                if !block_ms.is_empty() {
+                    t.decoder_block_ms.push(block_ms);
+                }
                 t.push_step(routing);
             }),
             Response::Shard(event) => self.shard_event(&event),

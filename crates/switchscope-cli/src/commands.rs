@@ -236,6 +236,7 @@ fn forward(args: ForwardArgs) -> Result<()> {
     let decoder = TokenBatch::new(&[args.decoder_input_ids], config.pad_token_id)?;
     let options = RunOptions {
         capacity_factor: args.model.capacity_factor,
+        ..RunOptions::default()
     };
     let out = pollster::block_on(model.forward(&config, &input, &decoder, options))?;
     let routing = &out.routing[0];
@@ -282,6 +283,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         use_cache: !args.no_cache,
         run: RunOptions {
             capacity_factor: args.model.capacity_factor,
+            ..RunOptions::default()
         },
     };
     let json = args.model.json;

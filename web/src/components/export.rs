@@ -160,6 +160,9 @@ pub fn permalink(state: &AppState) -> String {
     if let Some(f) = s.capacity_factor {
         params.set("capacity_factor", &f.to_string());
     }
+    if s.time_layers {
+        params.set("time_layers", "1");
+    }
     match s.sampling {
         Sampling::Greedy => params.set("sampling", "greedy"),
         Sampling::Sample {

@@ -199,6 +199,15 @@ pub fn PromptPanel() -> impl IntoView {
                             } />
                         "Prefetch the next layer's experts (pre-gating)"
                     </label>
+                    <label class="check">
+                        <input type="checkbox" data-testid="time-layers"
+                            prop:checked=move || state.settings.get().time_layers
+                            on:change=move |ev| {
+                                let on = event_target_checked(&ev);
+                                state.settings.update(|s| s.time_layers = on);
+                            } />
+                        "Time each layer (slower: waits for the device after every block)"
+                    </label>
                 </div>
             </details>
             {move || state.notice.get().map(|n| view! { <p class="notice" data-testid="notice">{n}</p> })}

@@ -135,6 +135,31 @@ pub fn CapacityWhatIf() -> impl IntoView {
     }
 }
 
+/// Encoder blocks' times, then decoder blocks' medians over the generated tokens.
+fn layer_times(state: &crate::state::AppState) -> String {
+    state.trace.with(|t| {
+        if t.encoder_block_ms.is_empty() {
+            return "turn on \"Time each layer\" in the settings".into();
+        }
+        let mut parts: Vec<String> = t
+            .encoder_block_ms
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| format!("encoder {i}: {ms:.1}"))
+            .collect();
+        let blocks = t.decoder_block_ms.first().map_or(0, Vec::len);
+        for i in 0..blocks {
+            let times: Vec<f64> = t
+                .decoder_block_ms
+                .iter()
+                .filter_map(|s| s.get(i).copied())
+                .collect();
+            parts.push(format!("decoder {i}: {:.1}", median(&times)));
+        }
+        format!("{} ms (decoder: median per token)", parts.join(" · "))
+    })
+}
+
 fn median(values: &[f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
@@ -171,6 +196,8 @@ pub fn Performance() -> impl IntoView {
                         })}
                         <dt>"Per token (median)"</dt>
                         <dd>{if steps.is_empty() { "…".to_string() } else { format!("{:.1} ms", median(&steps)) }}</dd>
+                        <dt>"Time per layer"</dt>
+                        <dd data-testid="layer-times">{layer_times(&state)}</dd>
                         <dt>"Shard fetches"</dt>
                         <dd>{if fetch_ms.is_empty() { "none yet".to_string() } else {
                             format!("{} · median {:.1} ms · slowest {:.1} ms", fetch_ms.len(), median(&fetch_ms),

@@ -239,6 +239,7 @@ async fn run(
         use_cache: true,
         run: RunOptions {
             capacity_factor: settings.capacity_factor,
+            block_clock: settings.time_layers.then_some(now_ms as fn() -> f64),
         },
     };
     let start = now_ms();
@@ -253,9 +254,13 @@ async fn run(
             let now = now_ms();
             let ms = now - last.replace(now);
             let response = match progress {
-                Progress::Encoded(routing) => {
+                Progress::Encoded { routing, block_ms } => {
                     encoder_ms.set(ms);
-                    mirror(&routing).map(|routing| Response::Encoded { routing, ms })
+                    mirror(&routing).map(|routing| Response::Encoded {
+                        routing,
+                        ms,
+                        block_ms: block_ms.to_vec(),
+                    })
                 }
                 Progress::Step(step) => {
                     let index = count.get();
@@ -268,6 +273,7 @@ async fn run(
                         id: step.token,
                         routing,
                         ms,
+                        block_ms: step.block_ms.clone(),
                     })
                 }
             };
@@ -327,7 +333,15 @@ pub async fn route(
     let decoder = TokenBatch::new(&[decoder], config.pad_token_id).map_err(|e| e.to_string())?;
     let out = session
         .model
-        .forward(config, &input, &decoder, RunOptions { capacity_factor })
+        .forward(
+            config,
+            &input,
+            &decoder,
+            RunOptions {
+                capacity_factor,
+                ..RunOptions::default()
+            },
+        )
         .await
         .map_err(|e| e.to_string())?;
     mirror(&out.routing[0])

@@ -51,6 +51,9 @@ pub struct Step {
     pub token: u32,
     /// One entry per sparse decoder layer; with the cache, each routes the one new token.
     pub routing: Vec<LayerRouting>,
+    /// Milliseconds per decoder block, when timed (`RunOptions::block_clock`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_ms: Vec<f64>,
 }
 
 /// A finished generation.
@@ -65,8 +68,12 @@ pub struct Generation {
 /// What [`SwitchModel::generate`] reports while it runs.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
-    /// The encoder has run: its routing, one entry per sparse encoder layer.
-    Encoded(&'a [LayerRouting]),
+    /// The encoder has run: its routing (one entry per sparse encoder layer) and, when timed,
+    /// milliseconds per block.
+    Encoded {
+        routing: &'a [LayerRouting],
+        block_ms: &'a [f64],
+    },
     /// A token was chosen.
     Step(&'a Step),
 }
@@ -92,7 +99,11 @@ impl SwitchModel {
         let input = TokenBatch::new(&[input_ids.to_vec()], config.pad_token_id)?;
         let encoded = self.encode(config, &input, options.run).await?;
         let first = encoded.routing.first().map_or(&[][..], Vec::as_slice);
-        if !on_progress(Progress::Encoded(first)).await {
+        let encoded_progress = Progress::Encoded {
+            routing: first,
+            block_ms: &encoded.block_ms,
+        };
+        if !on_progress(encoded_progress).await {
             return Ok(Generation {
                 output_ids: vec![config.decoder_start()],
                 encoder_routing: first.to_vec(),
@@ -107,18 +118,22 @@ impl SwitchModel {
             Sampling::Greedy => 0,
         });
         for _ in 0..options.max_new_tokens {
-            let (logits, mut routing) = if options.use_cache {
+            let (logits, mut routing, block_ms) = if options.use_cache {
                 let last = [*output.last().expect("starts with the start token")];
-                self.decode(config, &encoded, &mut cache, &last, 1, options.run)
-                    .await?
+                let (logits, routing) = self
+                    .decode(config, &encoded, &mut cache, &last, 1, options.run)
+                    .await?;
+                (logits, routing, std::mem::take(&mut cache.block_ms))
             } else {
                 // The whole prefix again, reusing the cross-attention keys and values.
                 let mut fresh = DecoderCache {
                     cross_kv: cache.cross_kv.clone(),
                     ..DecoderCache::default()
                 };
-                self.decode(config, &encoded, &mut fresh, &output, 1, options.run)
-                    .await?
+                let (logits, routing) = self
+                    .decode(config, &encoded, &mut fresh, &output, 1, options.run)
+                    .await?;
+                (logits, routing, fresh.block_ms)
             };
             let [_, t, v] = logits.dims();
             let last = read_f32(logits.narrow(1, t - 1, 1)).await?;
@@ -127,6 +142,7 @@ impl SwitchModel {
             let step = Step {
                 token,
                 routing: routing.pop().unwrap_or_default(),
+                block_ms,
             };
             output.push(token);
             let go_on = on_progress(Progress::Step(&step)).await;

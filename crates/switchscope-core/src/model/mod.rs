@@ -95,10 +95,21 @@ impl TokenBatch {
 }
 
 /// Settings of one run that do not change the weights.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct RunOptions {
     /// Replaces `expert_capacity` with `ceil(tokens / experts × factor)` per sequence.
     pub capacity_factor: Option<f64>,
+    /// Time every block: after each one the device is synchronised (a one-value read-back)
+    /// and this clock (milliseconds) read. Slower; off when `None`.
+    #[serde(skip)]
+    pub block_clock: Option<fn() -> f64>,
+}
+
+impl PartialEq for RunOptions {
+    /// Runs are alike when they compute alike (the clock only observes).
+    fn eq(&self, other: &Self) -> bool {
+        self.capacity_factor == other.capacity_factor
+    }
 }
 
 /// The encoder's output for a batch, kept for decoding.
@@ -110,6 +121,8 @@ pub struct Encoded {
     pub padding: Tensor<4, Bool>,
     /// Per sequence, per sparse encoder layer.
     pub routing: Vec<Vec<LayerRouting>>,
+    /// Milliseconds per block, when timed (`RunOptions::block_clock`).
+    pub block_ms: Vec<f64>,
 }
 
 /// Logits and routing of a teacher-forced pass.
@@ -135,6 +148,7 @@ impl SwitchModel {
             capacity_factor: options.capacity_factor,
             expert_capacity: config.expert_capacity,
             num_experts: config.num_experts,
+            block_clock: options.block_clock,
         }
     }
 
@@ -176,11 +190,12 @@ impl SwitchModel {
             &device,
         );
         let run = self.run(config, StackKind::Encoder, options);
-        let (hidden, routing) = self.encoder.encode(h, padding.clone(), &run).await?;
+        let (hidden, routing, block_ms) = self.encoder.encode(h, padding.clone(), &run).await?;
         Ok(Encoded {
             hidden,
             padding,
             routing,
+            block_ms,
         })
     }
 

@@ -40,6 +40,8 @@ pub struct DecoderCache {
     pub cross_kv: Vec<KeyValue>,
     /// Positions already decoded.
     pub len: usize,
+    /// Milliseconds per block of the last step, when timed (`RunOptions::block_clock`).
+    pub block_ms: Vec<f64>,
 }
 
 /// Per-call settings of a stack's forward pass.
@@ -53,6 +55,37 @@ pub struct StackRun {
     /// The configured expert capacity.
     pub expert_capacity: usize,
     pub num_experts: usize,
+    /// When set, every block is timed (the device synchronised after each).
+    pub block_clock: Option<fn() -> f64>,
+}
+
+/// Times blocks when a clock is given: each lap waits for the device to finish `h`.
+struct Laps {
+    clock: Option<fn() -> f64>,
+    last: f64,
+    ms: Vec<f64>,
+}
+
+impl Laps {
+    fn new(clock: Option<fn() -> f64>) -> Self {
+        Self {
+            clock,
+            last: clock.map_or(0.0, |c| c()),
+            ms: Vec::new(),
+        }
+    }
+
+    async fn lap(&mut self, h: &Tensor<3>) -> Result<(), CoreError> {
+        let Some(clock) = self.clock else {
+            return Ok(());
+        };
+        // A one-value read-back: the device has finished everything `h` depends on.
+        super::routing::read_f32(h.clone().slice([0..1, 0..1, 0..1])).await?;
+        let now = clock();
+        self.ms.push(now - self.last);
+        self.last = now;
+        Ok(())
+    }
 }
 
 impl StackRun {
@@ -143,8 +176,9 @@ impl Stack {
         mut h: Tensor<3>,
         key_padding: Tensor<4, Bool>,
         run: &StackRun,
-    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>), CoreError> {
+    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>, Vec<f64>), CoreError> {
         let [b, s, _] = h.dims();
+        let mut laps = Laps::new(run.block_clock);
         let device = h.device();
         let bias = self.block[0].self_attention.position_bias(
             0,
@@ -164,8 +198,9 @@ impl Stack {
             h = block
                 .feed_forward(h, run.capacity(s), (run.kind, i), &mut routing)
                 .await?;
+            laps.lap(&h).await?;
         }
-        Ok((self.final_layer_norm.forward(h), routing))
+        Ok((self.final_layer_norm.forward(h), routing, laps.ms))
     }
 
     /// Fills `cache.cross_kv` from the encoder output (once per prompt).
@@ -197,6 +232,7 @@ impl Stack {
         let [b, t, _] = h.dims();
         let device = h.device();
         let past = cache.len;
+        let mut laps = Laps::new(run.block_clock);
         let keys = past + t;
         let bias = self.block[0].self_attention.position_bias(
             past,
@@ -238,8 +274,10 @@ impl Stack {
             h = block
                 .feed_forward(h, run.capacity(t), (run.kind, i), &mut routing)
                 .await?;
+            laps.lap(&h).await?;
         }
         cache.len = keys;
+        cache.block_ms = laps.ms;
         Ok((self.final_layer_norm.forward(h), routing))
     }
 }
