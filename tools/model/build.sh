@@ -2,7 +2,8 @@
 # Rebuild the default model public/models/switchscope-mini from scratch, end to end:
 #   corpus (pinned, checksummed downloads) -> tokenizer -> training -> conversion with our own
 #   converter (int8 experts, group 32, f16 scales, f16 dense) -> the Rust test fixture
-#   tests/fixtures/switchscope-mini/reference.json -> model card + plots.
+#   tests/fixtures/switchscope-mini/reference.json -> model card + plots -> the int4 variant
+#   public/models/switchscope-mini-int4 (only while its routing agreement stays >= 97 %).
 #
 # From the repository root (Debian 12 with apt-get and npm; Python 3.11; CPU is enough):
 #
@@ -51,3 +52,16 @@ $SWITCHSCOPE inspect "$MODEL"
 $PYTHON tools/model/make_reference.py --work "$WORK" --model "$MODEL" --cli "$SWITCHSCOPE"
 $PYTHON tools/model/eval_and_card.py --work "$WORK" --model "$MODEL"
 du -sh "$MODEL"
+
+# int4 variant: shipped only while its routing agrees with the float32 checkpoint on >= 97 % of
+# the held-out decisions (the script exits with 1 otherwise and the variant is left out)
+INT4=public/models/switchscope-mini-int4
+rm -rf "$INT4"
+# shellcheck disable=SC2086
+$SWITCHSCOPE convert --from "$WORK/hf" --out "$tmp/int4" --quant int4 --group-size 32 --f16-dense
+if $PYTHON tools/model/variant_agreement.py --work "$WORK" --model "$tmp/int4" --min-agreement 0.97 --card; then
+  mv "$tmp/int4" "$INT4"
+  du -sh "$INT4"
+else
+  echo "int4 variant left out: routing agreement below 97 %" >&2
+fi

@@ -198,7 +198,11 @@ def plot_lift(stats: list[dict], path: Path) -> None:
     for ax, layer in zip(np.atleast_1d(axes), stats):
         base = np.array(layer["all_sources"])
         m = np.array([np.array(e["sources"]) / np.maximum(base, 1e-9) for e in layer["experts"]])
-        im = ax.imshow(np.log2(np.maximum(m, 1 / 16)), cmap="RdBu_r", vmin=-4, vmax=4, aspect="auto")
+        m = np.log2(np.maximum(m, 1 / 16))
+        m[[e["share"] < 0.005 for e in layer["experts"]]] = np.nan  # (almost) idle experts: grey
+        cmap = plt.get_cmap("RdBu_r").copy()
+        cmap.set_bad("0.8")
+        im = ax.imshow(m, cmap=cmap, vmin=-4, vmax=4, aspect="auto")
         ax.set_xticks(range(len(tr.SOURCES)), tr.SOURCES, rotation=70, fontsize=6)
         ax.set_yticks(range(len(layer["experts"])), [str(e["expert"]) for e in layer["experts"]], fontsize=7)
         ax.set_title(f"{layer['stack']} block {layer['block']}", fontsize=9)
@@ -216,8 +220,11 @@ def plot_loss(log_csv: Path, path: Path) -> None:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     a1.plot(x, [float(r["loss"]) for r in tr_rows], lw=1, label="total (train)")
     a1.plot(x, [float(r["ce"]) for r in tr_rows], lw=1, label="cross-entropy (train)")
-    a1.plot([int(r["tokens"]) / 1e6 for r in ev_rows], [float(r["ce"]) for r in ev_rows], "o-", ms=3,
-            label="cross-entropy (held out)")
+    # periodic evaluations use the first 256 held-out chunks; the last row is the final one over all of them
+    a1.plot([int(r["tokens"]) / 1e6 for r in ev_rows[:-1]], [float(r["ce"]) for r in ev_rows[:-1]], "o-", ms=3,
+            label="cross-entropy (held out, first 256 chunks)")
+    a1.plot([int(ev_rows[-1]["tokens"]) / 1e6], [float(ev_rows[-1]["ce"])], "*", ms=9,
+            label="cross-entropy (held out, all chunks, final)")
     a1.set_xlabel("tokens seen (millions)")
     a1.set_ylabel("loss")
     a1.set_ylim(bottom=max(0, min(float(r["ce"]) for r in tr_rows) - 0.3), top=min(8, float(tr_rows[0]["loss"]) + 0.2))
@@ -308,7 +315,8 @@ def main() -> int:
             ids = tok.encode(text).ids
             out_f32, _ = mr.greedy(model, ids)
             out_sh, _ = mr.greedy(shipped, ids)
-            fills.append({"kind": kind, "source": src, "text": text, "masked": masked,
+            full = tok.decode(out_sh, skip_special_tokens=False).replace("<pad>", "").replace("</s>", "").strip()
+            fills.append({"kind": kind, "source": src, "text": text, "masked": masked, "full": full,
                           "f32": span_answer(tok.decode(out_f32, skip_special_tokens=False)),
                           "shipped": span_answer(tok.decode(out_sh, skip_special_tokens=False)),
                           "same": out_f32 == out_sh})
@@ -379,7 +387,7 @@ def main() -> int:
     w(f"- Optimiser: {info['optimizer']}, peak learning rate {info['lr']}, {info['warmup']} warm-up steps, {info['schedule']}; "
       f"batch {info['batch_size']} sequences; router weights initialised with {info['router_init']} "
       "(as in Switch; transformers' default std 1 starts with nearly hard routing); seed "
-      f"{info['seed']}; float32 on CPU with {info['threads']} threads.")
+      f"{info['seed']}; float32 on CPU with {info['threads']} thread{'s' if info['threads'] != 1 else ''}.")
     w(f"- Tokens seen: **{info['raw_tokens_seen']:,}** corpus tokens ({info['steps']:,} steps"
       + (f"; stopped early: {info['stopped_early']}" if info.get("stopped_early") else "")
       + f"), about {info['raw_tokens_seen'] / max(1, len(data['train_chunks']) * tr.RAW_LEN):.1f} passes over the training split.")
@@ -395,20 +403,22 @@ def main() -> int:
     w("![loss curves](plots/loss.png)\n")
 
     w("## Fill-in examples\n")
-    w("Greedy decoding (at most 16 new tokens), the span proposed for `<extra_id_0>`. *Held-out* inputs are the "
-      "beginnings of held-out documents with one word masked (the masked word is given); *written* inputs were written "
-      "for this card. `f32` is the PyTorch checkpoint, `shipped` the weights in this directory.\n")
-    w("| kind | source | input | masked | output (shipped) | same as f32 |\n|---|---|---|---|---|---|")
+    w("Greedy decoding (at most 16 new tokens) of the shipped weights; the output is shown as decoded, without "
+      "`<pad>` and `</s>` (spaces inside code are shown as `·`). *Held-out* inputs are the beginnings of held-out "
+      "documents with one word masked (the masked word is given); *written* inputs were written for this card. "
+      "*Same as f32*: the float32 checkpoint gives the same ids.\n")
+    w("| kind | source | input | masked | output | same as f32 |\n|---|---|---|---|---|---|")
     for f in fills:
+        out = md_escape(f["full"]).replace("  ", "··").replace("`", "ˋ")
         w(f"| {f['kind']} | {f['source']} | {md_escape(f['text'])} | {md_escape(f['masked'] or '')} | "
-          f"{md_escape(f['shipped'])} | {'yes' if f['same'] else 'no: ' + md_escape(f['f32'])} |")
+          f"`{out}` | {'yes' if f['same'] else 'no (f32: ' + md_escape(f['f32']) + ')'} |")
     w("")
 
     w("## What the experts learned\n")
     w("Routing of the shipped weights over the held-out split (span-corrupted like in training; encoder routers see the "
       "corrupted inputs, decoder routers the teacher-forced targets). The first plot shows each expert's tokens by source "
       "(the top bar, *all*, is the mix of all tokens); the second the same as a ratio to the overall mix (red: the source "
-      "is over-represented in that expert).\n")
+      "is over-represented in that expert; grey: experts that receive under 0.5 % of the tokens).\n")
     w("![expert tokens by source](plots/experts_sources.png)\n")
     w("![expert specialisation by source](plots/experts_lift.png)\n")
     for layer in stats:
@@ -439,10 +449,22 @@ def main() -> int:
       + ". Training is seeded and deterministic on one machine, but float32 CPU kernels differ "
       "between machines, and the Unigram trainer of `tokenizers` is not bit-reproducible, so a rebuild gives a model "
       "of the same quality, not the same bytes.\n")
+    enc_drop = sum(l["dropped"] for l in stats if l["stack"] == "encoder") / max(1, sum(l["tokens"] for l in stats if l["stack"] == "encoder"))
+    top_share = {f"{l['stack']} {l['block']}": max(e["share"] for e in l["experts"]) for l in stats}
     w("## Limitations\n")
-    w("A few million parameters and a few passes over 35 MB of text: expect grammatical but often wrong fill-ins, "
-      "mostly in the style of the source the context resembles. Not for any use beyond looking at how a "
-      "mixture-of-experts model routes tokens.\n")
+    w(f"- **Undertrained.** {info['raw_tokens_seen'] / 1e6:.0f} M tokens on a shared 2-core CPU are far too few for "
+      "span corruption: the held-out loss is still falling slowly, and most fill-ins are punctuation, a frequent "
+      "word (`the`, `.`) or indentation rather than the missing word. The routing already specialises by source "
+      "(above); the text it produces is not useful. Retraining with more tokens (`TOKENS=40000000 tools/model/build.sh`, "
+      "a few hours at this speed) is the obvious improvement.")
+    w(f"- **Unbalanced routing.** With Switch's z-loss coefficient and a load-balancing coefficient of "
+      f"{cfg.router_aux_loss_coef} (Switch itself used 0.01) the routers favour a few experts: the busiest expert "
+      "takes " + ", ".join(f"{v * 100:.0f} % ({k})" for k, v in top_share.items()) + " of the routed tokens, and some "
+      "experts are almost idle. On 128-token training sequences the encoder therefore drops "
+      f"{enc_drop * 100:.0f} % of the tokens at expert_capacity {cfg.expert_capacity} (they skip the expert layer on the "
+      f"residual path); prompts of at most {cfg.expert_capacity} tokens never drop anything. A retrain should raise "
+      "the coefficient to 0.01 (`TRAIN_ARGS=\"--router-aux-coef 0.01\"`).")
+    w("- Not for any use beyond looking at how a mixture-of-experts model routes tokens.\n")
     (args.model / "README.md").write_text("\n".join(L), encoding="utf-8")
 
     print(json.dumps({"held_out_f32": loss_f32, "held_out_shipped": loss_shipped, "routing_agreement": agreement,

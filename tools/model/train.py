@@ -50,7 +50,7 @@ SOURCES = ["prose-en", "bible-en", "bible-es", "code-python", "handbook-en", "ha
            "handbook-de", "numbers"]
 
 
-def model_config(vocab_size: int) -> SwitchTransformersConfig:
+def model_config(vocab_size: int, router_aux_loss_coef: float = 0.001) -> SwitchTransformersConfig:
     num_experts = 8
     return SwitchTransformersConfig(
         vocab_size=vocab_size,
@@ -71,7 +71,7 @@ def model_config(vocab_size: int) -> SwitchTransformersConfig:
         router_dtype="float32",
         router_ignore_padding_tokens=False,
         router_z_loss_coef=0.001,
-        router_aux_loss_coef=0.001,
+        router_aux_loss_coef=router_aux_loss_coef,
         relative_attention_num_buckets=32,
         relative_attention_max_distance=128,
         dropout_rate=0.0,
@@ -197,6 +197,8 @@ def main() -> int:
                          "steps and training stops; train_info.json records the step, which --cooldown-at replays")
     ap.add_argument("--cooldown-at", type=int, default=0, help="start the cool-down at this step (replay)")
     ap.add_argument("--cooldown-steps", type=int, default=0, help="cool-down length (default: max(100, step/8))")
+    ap.add_argument("--router-aux-coef", type=float, default=0.001,
+                    help="load-balancing loss coefficient (the shipped model: 0.001; Switch used 0.01)")
     ap.add_argument("--out", type=Path, default=None, help="default WORK/hf")
     args = ap.parse_args()
     out_dir = args.out or args.work / "hf"
@@ -206,7 +208,7 @@ def main() -> int:
     tok = Tokenizer.from_file(str(args.work / "tokenizer.json"))
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     data = tokenize_corpus(args.work)
-    config = model_config(vocab_size)
+    config = model_config(vocab_size, args.router_aux_coef)
     model = SwitchTransformersForConditionalGeneration(config)
     # HF initialises router weights with std 1 (router logits of std ~sqrt(d_model), i.e. nearly
     # hard routing from the start); Switch/Mesh TensorFlow use variance scaling 0.1 (fan-in).

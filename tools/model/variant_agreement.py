@@ -37,6 +37,8 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=HERE / "work")
     ap.add_argument("--hf", type=Path, default=None)
     ap.add_argument("--max-chunks", type=int, default=0)
+    ap.add_argument("--min-agreement", type=float, default=0.0, help="exit with status 1 below this agreement")
+    ap.add_argument("--card", action="store_true", help="write DIR/README.md describing the variant")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = SwitchTransformersForConditionalGeneration.from_pretrained(args.hf or args.work / "hf", dtype=torch.float32).eval()
@@ -59,9 +61,36 @@ def main() -> int:
         fa, fb = mr.greedy(model, ids)[0], mr.greedy(variant, ids)[0]
         fills.append({"source": ex["source"], "f32": tok.decode(fa, skip_special_tokens=False),
                       "variant": tok.decode(fb, skip_special_tokens=False), "same": fa == fb})
-    print(json.dumps({"model": str(args.model), "quantization": json.loads((args.model / "manifest.json").read_text())["quantization"],
+    manifest = json.loads((args.model / "manifest.json").read_text())
+    q = manifest["quantization"]
+    print(json.dumps({"model": str(args.model), "quantization": q,
                       "agreement": agree / total, "per_layer": per_layer, "held_out_ce_f32": loss_a["ce"],
                       "held_out_ce_variant": loss_b["ce"], "fills": fills}, indent=1, ensure_ascii=False))
+    if args.card:
+        size = sum(f["bytes"] for f in manifest["files"])
+        lines = [
+            f"# switchscope-mini ({q['experts']})\n",
+            "The same trained checkpoint as `../switchscope-mini/` (see its README.md for the training data and "
+            f"licences, architecture, training and what the experts learned), converted with {q['experts']} experts "
+            f"(group {q['group_size']}, {q['scale_dtype']} scales) and {q['dense']} dense weights: "
+            f"{size / 1e6:.2f} MB in the manifest's files.\n",
+            f"Against the float32 checkpoint, over the held-out split ({total:,} routing decisions, span-corrupted "
+            "like in training, all sparse layers):\n",
+            "| | |\n|---|---|",
+            f"| same expert chosen | {agree / total * 100:.2f} % |",
+        ]
+        lines += [f"| same expert, {k.replace('.', ' block ')} | {v * 100:.2f} % |" for k, v in per_layer.items()]
+        lines += [
+            f"| held-out cross-entropy | {loss_b['ce']:.4f} (float32: {loss_a['ce']:.4f}) |",
+            f"| greedy fill-ins equal to float32 | {sum(f['same'] for f in fills)} of {len(fills)} held-out examples |",
+            "",
+            f"Made by `tools/model/build.sh` (`switchscope convert --quant {q['experts']} --group-size {q['group_size']} "
+            "--f16-dense`, then `tools/model/variant_agreement.py --min-agreement 0.97 --card`).\n",
+        ]
+        (args.model / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    if agree / total < args.min_agreement:
+        print(f"agreement {agree / total:.4f} below {args.min_agreement}", file=sys.stderr)
+        return 1
     return 0
 
 
