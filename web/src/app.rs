@@ -19,6 +19,11 @@ use crate::text::Text;
 
 /// The model loaded when the URL names none.
 pub const DEFAULT_MODEL: &str = "models/switchscope-mini/";
+/// The default model's variants: (label, directory).
+pub const VARIANTS: [(&str, &str); 2] = [
+    ("int8 experts", DEFAULT_MODEL),
+    ("int4 experts", "models/switchscope-mini-int4/"),
+];
 /// The longest prompt sent to the model, in tokens (longer ones are shortened with a notice).
 pub const MAX_PROMPT_TOKENS: usize = 512;
 /// The most tokens one run may generate.

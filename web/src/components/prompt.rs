@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::app::{Ctx, MAX_NEW_TOKENS};
+use crate::app::{Ctx, MAX_NEW_TOKENS, VARIANTS};
 use crate::protocol::Sampling;
 use crate::state::Status;
 
@@ -189,6 +189,20 @@ pub fn PromptPanel() -> impl IntoView {
                                 state.budget_mb.set(optional::<f64>(&event_target_value(&ev)).filter(|&b| b > 0.0));
                                 ctx.load();
                             } />
+                    </label>
+                    <label>"Model variant"
+                        <select data-testid="variant" on:change=move |ev| {
+                            let dir = event_target_value(&ev);
+                            if let Some((_, dir)) = VARIANTS.iter().find(|(_, d)| *d == dir) {
+                                ctx.url.set_value((*dir).to_owned());
+                                ctx.load();
+                            }
+                        }>
+                            {VARIANTS.iter().map(|(label, dir)| {
+                                let current = ctx.url.get_value();
+                                view! { <option value=*dir selected=current.ends_with(dir)>{*label}</option> }
+                            }).collect_view()}
+                        </select>
                     </label>
                     <label class="check">
                         <input type="checkbox" data-testid="prefetch"
