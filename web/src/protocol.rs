@@ -1,4 +1,9 @@
 //! Messages between the page and the compute worker, sent as JSON strings with `postMessage`.
+//!
+//! Some types here mirror the core's (`Route` ↔ `LayerRouting`, `ShardEvent`, `StoreStats`,
+//! `Sampling`) with the same JSON: the page's wasm does not link the core (and so carries no
+//! burn), and the worker converts through JSON. A wasm test (`web/tests/browser.rs`) checks that
+//! each mirror decodes what the core encodes.
 
 use serde::{Deserialize, Serialize};
 

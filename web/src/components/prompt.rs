@@ -42,6 +42,19 @@ fn mask_selection(ctx: Ctx, area: &web_sys::HtmlTextAreaElement) {
 /// The sampling parameters being edited: temperature, top-k, top-p, seed.
 type SampleParts = (f32, Option<usize>, Option<f32>, u64);
 
+/// The sampling parameters of `sampling` (defaults for greedy, to start editing from).
+fn sample_parts(sampling: Sampling) -> SampleParts {
+    match sampling {
+        Sampling::Sample {
+            temperature,
+            top_k,
+            top_p,
+            seed,
+        } => (temperature, top_k, top_p, seed),
+        Sampling::Greedy => (0.8, None, None, 0),
+    }
+}
+
 /// Parses an optional number input ("" → `None`).
 fn optional<T: std::str::FromStr>(value: &str) -> Option<T> {
     value.trim().parse().ok()
@@ -56,15 +69,7 @@ pub fn PromptPanel() -> impl IntoView {
     let sample = move || matches!(state.settings.get().sampling, Sampling::Sample { .. });
     let set_sampling = move |f: &dyn Fn(&mut SampleParts)| {
         state.settings.update(|s| {
-            let mut parts = match s.sampling {
-                Sampling::Sample {
-                    temperature,
-                    top_k,
-                    top_p,
-                    seed,
-                } => (temperature, top_k, top_p, seed),
-                Sampling::Greedy => (0.8, None, None, 0),
-            };
+            let mut parts = sample_parts(s.sampling);
             f(&mut parts);
             s.sampling = Sampling::Sample {
                 temperature: parts.0,
@@ -74,15 +79,7 @@ pub fn PromptPanel() -> impl IntoView {
             };
         });
     };
-    let sampling_parts = move || match state.settings.get().sampling {
-        Sampling::Sample {
-            temperature,
-            top_k,
-            top_p,
-            seed,
-        } => (temperature, top_k, top_p, seed),
-        Sampling::Greedy => (0.8, None, None, 0),
-    };
+    let sampling_parts = move || sample_parts(state.settings.get().sampling);
     view! {
         <section class="panel prompt" aria-labelledby="prompt-title">
             <h2 id="prompt-title">"Prompt"</h2>
