@@ -69,10 +69,14 @@ enum Failure {
 }
 
 async fn from_network(promise: Promise) -> Result<Vec<u8>, Failure> {
-    let response: web_sys::Response = JsFuture::from(promise)
+    let response = JsFuture::from(promise)
         .await
-        .map_err(|e| Failure::Retry(format!("could not be fetched ({})", describe(&e))))?
-        .unchecked_into();
+        .map_err(|e| Failure::Retry(format!("could not be fetched ({})", describe(&e))))?;
+    // A prefetch that found nothing to transfer, or failed.
+    if response.is_null() || response.is_undefined() {
+        return Err(Failure::Retry("was not prefetched".into()));
+    }
+    let response: web_sys::Response = response.unchecked_into();
     let status = response.status();
     if status == 404 {
         return Err(Failure::Final("is missing on the server (HTTP 404)".into()));
@@ -290,10 +294,24 @@ impl ExpertSource for HttpSource {
         Box::pin(self.get(file))
     }
 
+    /// Starts the transfer now unless the cache already holds the file. The promise resolves to
+    /// the network response, or to `null` (cached, or the request failed): `get` then reads the
+    /// cache or fetches again, so a prefetch never fails a run and never downloads a cached file.
     fn prefetch(&self, file: &FileEntry) {
         let url = self.url(file);
         PREFETCHED.with_borrow_mut(|p| {
-            p.entry(url.clone()).or_insert_with(|| start(&url));
+            p.entry(url.clone()).or_insert_with(|| {
+                wasm_bindgen_futures::future_to_promise(async move {
+                    if let Some(cache) = open_cache().await
+                        && let Ok(found) = JsFuture::from(cache.match_with_str(&url)).await
+                        && !found.is_undefined()
+                        && !found.is_null()
+                    {
+                        return Ok(JsValue::NULL);
+                    }
+                    Ok(JsFuture::from(start(&url)).await.unwrap_or(JsValue::NULL))
+                })
+            });
         });
     }
 }
