@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 use super::manifest::{
     ExpertEntry, FORMAT_NAME, FORMAT_VERSION, FileEntry, Manifest, Quantization, expert_file,
 };
@@ -210,13 +208,6 @@ fn expert_tensors(
     })
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// Converts the checkpoint in `from` into `out`.
 ///
 /// The output is written to a sibling temporary directory and renamed when complete, so an
@@ -283,7 +274,7 @@ fn write_all(
         files.push(FileEntry {
             name: name.to_owned(),
             bytes: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
+            sha256: super::source::sha256_hex(bytes),
         });
         Ok(())
     };
