@@ -44,8 +44,12 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (the parent of this crate's directory).
+///
+/// Read at run time (`cargo run` sets `CARGO_MANIFEST_DIR`), not compile time: with a
+/// `CARGO_TARGET_DIR` shared between clones, the `xtask` binary may have been built in another.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .parent()
         .expect("xtask lives inside the workspace")
         .to_path_buf()
