@@ -6,29 +6,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ARTIFACTS, BASE_URL, launch, screenshot } from './browser.mjs';
+import { ARTIFACTS, BASE_URL, launch, screenshot, waitStatus } from './browser.mjs';
 
 // The model directory the tests load (the shipped default unless told otherwise).
 const MODEL = process.env.SWITCHSCOPE_MODEL ?? 'models/switchscope-mini/';
 const PROMPT = 'The <extra_id_0> walks in the park with <extra_id_1> children.';
-// Loading includes compiling the wasm and, on SwiftShader, the first WebGPU pipelines.
-const TIMEOUT = 300_000;
 
 function appUrl(params = {}) {
   const url = new URL('/', BASE_URL);
   url.searchParams.set('model', MODEL);
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
   return url.href;
-}
-
-async function waitStatus(page, wanted) {
-  const status = page.getByTestId('status');
-  await page.waitForFunction(
-    (w) => w.includes(document.querySelector('[data-testid="status"]')?.textContent),
-    wanted,
-    { timeout: TIMEOUT },
-  );
-  return (await status.innerText()).trim();
 }
 
 /** Loads the app, runs PROMPT, returns what the page shows. */

@@ -18,9 +18,10 @@ export const ARTIFACTS = join(here, 'artifacts');
 
 /**
  * A fresh browser profile. `webgpu: false` drops --enable-unsafe-webgpu, which leaves
- * navigator.gpu without an adapter: the CPU fallback path.
+ * navigator.gpu without an adapter: the CPU fallback path. `serviceWorkers: 'block'` keeps the
+ * app's service worker out, so that every request reaches the server as sent.
  */
-export async function launch({ webgpu = true } = {}) {
+export async function launch({ webgpu = true, serviceWorkers = 'allow' } = {}) {
   const args = options.args.filter(
     (a) => !a.startsWith('--headless') && (webgpu || a !== '--enable-unsafe-webgpu'),
   );
@@ -28,6 +29,7 @@ export async function launch({ webgpu = true } = {}) {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: options.binary,
     headless: true,
+    serviceWorkers,
     args,
   });
   const page = context.pages()[0] ?? (await context.newPage());
@@ -49,4 +51,17 @@ export async function launch({ webgpu = true } = {}) {
 export async function screenshot(page, name) {
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/**
+ * Waits until the page's status (`data-testid="status"`) is one of `wanted`; returns it.
+ * Loading includes compiling the wasm and, on SwiftShader, the first WebGPU pipelines.
+ */
+export async function waitStatus(page, wanted, timeout = 300_000) {
+  await page.waitForFunction(
+    (w) => w.includes(document.querySelector('[data-testid="status"]')?.textContent),
+    wanted,
+    { timeout },
+  );
+  return (await page.getByTestId('status').innerText()).trim();
 }

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BASE_URL, launch, screenshot } from './browser.mjs';
+import { BASE_URL, launch, screenshot, waitStatus } from './browser.mjs';
 
 const MODEL = process.env.SWITCHSCOPE_MODEL ?? 'models/switchscope-mini/';
 const TIMEOUT = 300_000;
@@ -21,15 +21,6 @@ function appUrl() {
   return url.href;
 }
 
-async function status(page, wanted) {
-  await page.waitForFunction(
-    (w) => w.includes(document.querySelector('[data-testid="status"]')?.textContent),
-    wanted,
-    { timeout: TIMEOUT },
-  );
-  return (await page.getByTestId('status').innerText()).trim();
-}
-
 /** Opens the app and waits until the service worker controls it and the model is loaded. */
 async function openControlled(page) {
   await page.goto(appUrl());
@@ -38,13 +29,13 @@ async function openControlled(page) {
     await page.reload();
   }
   assert.ok(await page.evaluate(() => navigator.serviceWorker.controller !== null), 'controlled by the service worker');
-  assert.equal(await status(page, ['idle', 'error']), 'idle');
+  assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
 }
 
 async function generate(page) {
   await page.getByTestId('prompt').fill(PROMPT);
   await page.getByTestId('run').click();
-  const end = await status(page, ['done', 'error']);
+  const end = await waitStatus(page, ['done', 'error']);
   if (end === 'error') return { error: await page.getByTestId('error').innerText() };
   return { output: (await page.getByTestId('output').innerText()).trim() };
 }
@@ -65,7 +56,7 @@ test('made available offline, the app reloads and generates the same text withou
 
     await context.setOffline(true);
     await page.reload();
-    assert.equal(await status(page, ['idle', 'error']), 'idle');
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
     const offline = await generate(page);
     assert.equal(offline.error, undefined);
     assert.equal(offline.output, online.output);
@@ -83,7 +74,7 @@ test('offline with part of the model, a missing expert is named and nothing cras
     await openControlled(page);
     await context.setOffline(true);
     await page.reload();
-    assert.equal(await status(page, ['idle', 'error']), 'idle');
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
     const run = await generate(page);
     assert.match(run.error ?? '', /experts\/\w+\.b\d+\.e\d+\.safetensors is not available offline/);
     // The page still works: the what-is-loaded panel and the prompt respond.
@@ -113,7 +104,7 @@ test('a rebuilt app is offered and picked up after reload', async () => {
     await page.getByTestId('update').waitFor({ timeout: 60_000 });
     await screenshot(page, 'pwa-update-offered');
     await Promise.all([page.waitForEvent('load', { timeout: 60_000 }), page.getByTestId('update-reload').click()]);
-    await status(page, ['idle', 'error']);
+    await waitStatus(page, ['idle', 'error']);
     const after = await page.evaluate(() => caches.keys());
     assert.ok(after.includes(`switchscope-shell-${version}-next`), after.join());
     assert.ok(!after.includes(`switchscope-shell-${version}`), 'the old shell cache is deleted');

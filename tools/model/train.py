@@ -200,6 +200,12 @@ def main() -> int:
     ap.add_argument("--router-aux-coef", type=float, default=0.001,
                     help="load-balancing loss coefficient (the shipped model: 0.001; Switch used 0.01)")
     ap.add_argument("--out", type=Path, default=None, help="default WORK/hf")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="continue from this checkpoint's weights (a new optimizer and schedule; the router "
+                         "loss coefficients come from the flags, the architecture from the checkpoint)")
+    ap.add_argument("--data-seed", type=int, default=SEED,
+                    help="seed of the chunk order and noise masks (use another one when continuing a run, "
+                         "so that it does not replay the first run's batches)")
     args = ap.parse_args()
     out_dir = args.out or args.work / "hf"
 
@@ -209,13 +215,21 @@ def main() -> int:
     vocab_size = tok.get_vocab_size(with_added_tokens=True)
     data = tokenize_corpus(args.work)
     config = model_config(vocab_size, args.router_aux_coef)
-    model = SwitchTransformersForConditionalGeneration(config)
-    # HF initialises router weights with std 1 (router logits of std ~sqrt(d_model), i.e. nearly
-    # hard routing from the start); Switch/Mesh TensorFlow use variance scaling 0.1 (fan-in).
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if name.endswith("mlp.router.classifier"):
-                mod.weight.normal_(0.0, (ROUTER_INIT_SCALE / config.d_model) ** 0.5)
+    if args.init_from is not None:
+        model = SwitchTransformersForConditionalGeneration.from_pretrained(args.init_from)
+        model.config.router_aux_loss_coef = args.router_aux_coef
+        for mod in model.modules():  # HF copies the coefficient into every sparse block
+            if hasattr(mod, "router_aux_loss_coef"):
+                mod.router_aux_loss_coef = args.router_aux_coef
+        config = model.config
+    else:
+        model = SwitchTransformersForConditionalGeneration(config)
+        # HF initialises router weights with std 1 (router logits of std ~sqrt(d_model), i.e. nearly
+        # hard routing from the start); Switch/Mesh TensorFlow use variance scaling 0.1 (fan-in).
+        with torch.no_grad():
+            for name, mod in model.named_modules():
+                if name.endswith("mlp.router.classifier"):
+                    mod.weight.normal_(0.0, (ROUTER_INIT_SCALE / config.d_model) ** 0.5)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}; train chunks {len(data['train_chunks'])}", file=sys.stderr)
@@ -241,7 +255,7 @@ def main() -> int:
         t = (step - args.warmup) / max(1, steps - args.warmup)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(args.data_seed)
     order = rng.permutation(len(data["train_chunks"]))
     cursor = 0
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -318,6 +332,8 @@ def main() -> int:
     info = {
         "command": "python tools/model/train.py " + " ".join(sys.argv[1:]),
         "seed": SEED,
+        "data_seed": args.data_seed,
+        "init_from": str(args.init_from) if args.init_from else None,
         "steps": done,
         "planned_steps": steps,
         "stopped_early": stopped_early,

@@ -1,5 +1,6 @@
-// Trunk post-build hook (see Trunk.toml): writes the build's version and shell file list into
-// sw.js, and makes embed.html (the app's compact view) from index.html. Runs in
+// Trunk post-build hook (see Trunk.toml): moves Trunk's inline start-up script into a file and
+// gives index.html a strict Content-Security-Policy, makes embed.html (the app's compact view)
+// from index.html, and writes the build's version and shell file list into sw.js. Runs in
 // $TRUNK_STAGING_DIR, before Trunk moves the build into dist/.
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -8,7 +9,39 @@ import { join, relative } from 'node:path';
 const dir = process.env.TRUNK_STAGING_DIR;
 if (!dir) throw new Error('TRUNK_STAGING_DIR is not set: run this as a Trunk hook');
 
-const index = readFileSync(join(dir, 'index.html'), 'utf8');
+let index = readFileSync(join(dir, 'index.html'), 'utf8');
+
+// Trunk starts the app with an inline module script; a strict policy allows no inline script,
+// so it moves into boot-<hash>.js.
+const inline = /<script type="module">([\s\S]*?)<\/script>/g;
+const scripts = [...index.matchAll(inline)];
+if (scripts.length !== 1) throw new Error(`expected one inline module script in index.html, found ${scripts.length}`);
+const boot = scripts[0][1].trim() + '\n';
+const bootName = `boot-${createHash('sha256').update(boot).digest('hex').slice(0, 16)}.js`;
+writeFileSync(join(dir, bootName), boot);
+index = index.replace(scripts[0][0], `<script type="module" src="/${bootName}"></script>`);
+if (/<script(?![^>]*\bsrc=)[^>]*>/.test(index)) throw new Error('index.html still has an inline script');
+
+// Other origins `?model=` may load from (see web/index.html) are also the only other origins
+// the page may connect to.
+const origins = (index.match(/<meta name="switchscope-model-origins" content="([^"]*)"/)?.[1] ?? '')
+  .split(/\s+/)
+  .filter((o) => /^https?:\/\/[^\s'";,]+$/.test(o));
+const policy = [
+  "default-src 'self'",
+  "script-src 'self' 'wasm-unsafe-eval'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data: blob:",
+  ['connect-src', "'self'", ...origins].join(' '),
+  "worker-src 'self'",
+  "manifest-src 'self'",
+  "object-src 'none'",
+  "base-uri 'self'",
+  "form-action 'self'",
+].join('; ');
+index = index.replace('<meta charset="utf-8" />', `<meta charset="utf-8" />\n    <meta http-equiv="Content-Security-Policy" content="${policy}" />`);
+if (!index.includes('Content-Security-Policy')) throw new Error('index.html has no <meta charset="utf-8" /> to put the policy after');
+writeFileSync(join(dir, 'index.html'), index);
 writeFileSync(join(dir, 'embed.html'), index.replace('<title>Switchscope</title>', '<title>Switchscope (embedded)</title>'));
 
 function files(d) {
@@ -29,4 +62,4 @@ const sw = readFileSync(join(dir, 'sw.js'), 'utf8');
 const stamped = sw.replace('const BUILD = null;', `const BUILD = ${JSON.stringify({ version, shell: ['./', ...shell] })};`);
 if (stamped === sw) throw new Error('sw.js has no "const BUILD = null;" line to stamp');
 writeFileSync(join(dir, 'sw.js'), stamped);
-console.log(`stamped sw.js: version ${version}, ${shell.length} shell files; wrote embed.html`);
+console.log(`stamped sw.js: version ${version}, ${shell.length} shell files; wrote ${bootName}, embed.html; policy: ${policy}`);

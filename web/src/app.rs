@@ -104,13 +104,35 @@ pub fn model_url() -> Result<String, WebError> {
         .unwrap_or_default();
     let resolved = web_sys::Url::new_with_base(&url, &href)
         .map_err(|_| WebError::InvalidParameter(format!("model={url} is not a valid URL")))?;
-    if Some(resolved.origin()) != origin {
+    if Some(resolved.origin()) != origin && !allowed_model_origins().contains(&resolved.origin()) {
         return Err(WebError::InvalidParameter(format!(
-            "model={url} is on another origin ({}); only models on this site can be loaded",
+            "model={url} is on another origin ({}); only models on this site, or on origins this \
+             deployment allows, can be loaded",
             resolved.origin()
         )));
     }
     Ok(resolved.href())
+}
+
+/// Other origins this deployment lets `?model=` load from: the space-separated `content` of
+/// `<meta name="switchscope-model-origins">` in `index.html` (empty as shipped). A deployment
+/// that fills it in must also allow the origins in the page's `connect-src` policy.
+pub fn allowed_model_origins() -> Vec<String> {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| {
+            d.query_selector(r#"meta[name="switchscope-model-origins"]"#)
+                .ok()
+                .flatten()
+        })
+        .and_then(|m| m.get_attribute("content"))
+        .map(|c| {
+            c.split_whitespace()
+                .filter(|o| *o != "*" && *o != "null")
+                .map(|o| o.trim_end_matches('/').to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// What the app needs to act: its state, the worker and the tokenizer.
@@ -141,6 +163,9 @@ impl Ctx {
                     Ok(client) => {
                         let text = self.text;
                         client.listen(move |response| {
+                            if let Response::DeviceLost { reason, message } = &response {
+                                return self.device_lost(reason, message);
+                            }
                             state.apply(response, |id| {
                                 text.with_value(|t| {
                                     t.as_ref().map_or_else(|| format!("#{id}"), |t| t.piece(id))
@@ -239,13 +264,62 @@ impl Ctx {
         spawn_local(async move {
             match client.request(&request).await {
                 Ok(Response::Done(summary)) => {
+                    if summary.stopped {
+                        let n = summary.output_ids.len();
+                        state.notice.set(Some(match &summary.cancelled {
+                            Some(what) => format!(
+                                "Stopped after {n} tokens, while an expert was downloading ({what})."
+                            ),
+                            None => format!("Stopped after {n} tokens."),
+                        }));
+                    }
+                    state.download.set(None);
                     state.summary.set(Some(summary));
                     state.status.set(Status::Done);
                 }
                 Ok(other) => self.fail(format!("unexpected answer to generate: {other:?}")),
+                // The worker was replaced (GPU device lost): the reload drives the status.
+                Err(WebError::Interrupted(_)) => {}
                 Err(e) => self.fail(e.to_string()),
             }
         });
+    }
+
+    /// The GPU device was lost: replace the worker, and load the model again on the CPU (its
+    /// expert files come from the browser's cache where they were fetched before).
+    fn device_lost(self, reason: &str, message: &str) {
+        let Some(client) = self.client.get_value() else {
+            return;
+        };
+        // Interrupted: still generating, or the run already failed because of the lost device
+        // (its error can arrive before this message).
+        let state = self.state;
+        let running = match state.status.get_untracked() {
+            Status::Generating => true,
+            Status::Error => {
+                state.summary.with_untracked(Option::is_none)
+                    && state.trace.with_untracked(|t| !t.input_ids.is_empty())
+            }
+            _ => false,
+        };
+        let detail = if message.is_empty() {
+            reason.to_owned()
+        } else {
+            format!("{reason}: {message}")
+        };
+        self.state.device_lost.set(Some(format!(
+            "The GPU device was lost ({detail}). Switchscope switched to the CPU and loaded the              model again{}.",
+            if running {
+                "; the run in progress was interrupted, run it again"
+            } else {
+                ""
+            }
+        )));
+        self.client.set_value(None);
+        client.terminate("the GPU device was lost");
+        self.backend.set_value(BackendPreference::Cpu);
+        self.state.download.set(None);
+        self.load();
     }
 
     /// Asks the worker to stop after the current token.
@@ -406,6 +480,9 @@ fn BackendBanner() -> impl IntoView {
                     {move || state.model.with(|m| m.as_ref().map(|m| m.backend.as_str()).unwrap_or("…"))}
                 </strong>
             </span>
+            {move || state.device_lost.get().map(|m| view! {
+                <p class="banner warning" role="alert" data-testid="device-lost">{m}</p>
+            })}
             {move || state.model.with(|m| m.as_ref().and_then(|m| m.fallback_reason.clone())).map(|r| view! {
                 <span class="banner" data-testid="backend-reason">" — " {r}</span>
             })}

@@ -14,10 +14,13 @@ use crate::WebError;
 use crate::error::describe;
 use crate::protocol::{BackendPreference, ProbeReport, Request, Response};
 
-/// Where Trunk puts the worker's loader (`data-loader-shim` on the worker's `<link>`).
-pub const WORKER_URL: &str = "./worker_loader.js";
+/// The worker's entry script (`public/worker-boot.js`: loads Trunk's `worker.js` and its wasm).
+pub const WORKER_URL: &str = "./worker-boot.js";
 
 type Listener = Rc<dyn Fn(Response)>;
+
+/// How [`WorkerClient::terminate`] marks the rejections of the requests it cuts short.
+const INTERRUPTED: &str = "\u{1}interrupted:";
 
 #[derive(Default)]
 struct Inner {
@@ -106,13 +109,28 @@ impl WorkerClient {
             inner.waiting.borrow_mut().push_back((resolve, reject));
         });
         async move {
-            let data = JsFuture::from(promise)
-                .await
-                .map_err(|e| WebError::WorkerCrashed(describe(&e)))?;
+            let data = JsFuture::from(promise).await.map_err(|e| {
+                let message = describe(&e);
+                match message.strip_prefix(INTERRUPTED) {
+                    Some(reason) => WebError::Interrupted(reason.to_owned()),
+                    None => WebError::WorkerCrashed(message),
+                }
+            })?;
             let text = data
                 .as_string()
                 .ok_or_else(|| WebError::Protocol("a message that is not text".into()))?;
             serde_json::from_str(&text).map_err(|e| WebError::Protocol(e.to_string()))
+        }
+    }
+
+    /// Stops the worker at once; requests still waiting fail with [`WebError::Interrupted`]
+    /// and `reason`.
+    pub fn terminate(&self, reason: &str) {
+        *self.inner.listener.borrow_mut() = None;
+        self.worker.terminate();
+        let message = JsValue::from_str(&format!("{INTERRUPTED}{reason}"));
+        for (_, reject) in self.inner.waiting.borrow_mut().drain(..) {
+            let _ = reject.call1(&JsValue::NULL, &message);
         }
     }
 

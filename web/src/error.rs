@@ -9,6 +9,9 @@ pub enum WebError {
     /// The worker crashed or its script failed to load.
     #[error("the compute worker failed: {0}")]
     WorkerCrashed(String),
+    /// The page replaced the worker while a request ran (the GPU device was lost).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// A message that does not decode as the protocol says.
     #[error("malformed message from the compute worker: {0}")]
     Protocol(String),

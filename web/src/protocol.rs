@@ -286,6 +286,12 @@ pub struct RunSummary {
     pub output_ids: Vec<u32>,
     /// Whether the user stopped it.
     pub stopped: bool,
+    /// When a stop cut a download short: what was cancelled.
+    #[serde(default)]
+    pub cancelled: Option<String>,
+    /// The worker's wasm memory at the end of the run (it only grows).
+    #[serde(default)]
+    pub wasm_memory_bytes: u64,
     pub encoder_ms: f64,
     /// From the request to the first generated token.
     pub first_token_ms: f64,
@@ -392,6 +398,20 @@ pub enum Response {
         files: usize,
         bytes: u64,
     },
+    /// While a file downloads: bytes received so far (`total` from `Content-Length`, else the
+    /// manifest's size). Sent at most every 100 ms per file.
+    Download {
+        file: String,
+        received: u64,
+        total: u64,
+    },
+    /// The GPU device was lost (sent by the worker's boot script, `public/worker-boot.js`, when
+    /// `GPUDevice.lost` resolves): the page replaces the worker and continues on the CPU.
+    DeviceLost {
+        /// `destroyed` or `unknown` (WebGPU's `GPUDeviceLostReason`).
+        reason: String,
+        message: String,
+    },
     /// A request failed; the message is meant for the user.
     Error {
         /// What went wrong.
@@ -409,6 +429,8 @@ impl Response {
                 | Self::Token { .. }
                 | Self::Shard(_)
                 | Self::OfflineProgress { .. }
+                | Self::Download { .. }
+                | Self::DeviceLost { .. }
         )
     }
 }

@@ -142,6 +142,10 @@ pub struct AppState {
     pub focus: RwSignal<Option<(StackName, usize)>>,
     /// "Make available offline": files done, files, bytes done, bytes.
     pub offline_progress: RwSignal<Option<(usize, usize, u64, u64)>>,
+    /// The download in progress: file, bytes received, bytes expected.
+    pub download: RwSignal<Option<(String, u64, u64)>>,
+    /// Set when the GPU device was lost and the page went on on the CPU: what happened.
+    pub device_lost: RwSignal<Option<String>>,
 }
 
 impl AppState {
@@ -162,6 +166,8 @@ impl AppState {
             summary: RwSignal::new(None),
             focus: RwSignal::new(None),
             offline_progress: RwSignal::new(None),
+            download: RwSignal::new(None),
+            device_lost: RwSignal::new(None),
         }
     }
 
@@ -217,7 +223,15 @@ impl AppState {
                 }
             }
             ShardEventKind::Evicted { .. } => cell.state.set(ShardState::Evicted),
-            ShardEventKind::Failed { .. } => cell.state.set(ShardState::Failed),
+            ShardEventKind::Failed { reason } => {
+                // A download cancelled by Stop leaves the shard where it was: on the server.
+                cell.state.set(if reason.contains("cancelled") {
+                    ShardState::Remote
+                } else {
+                    ShardState::Failed
+                });
+                self.download.set(None);
+            }
         }
     }
 
@@ -254,6 +268,13 @@ impl AppState {
             } => self
                 .offline_progress
                 .set(Some((files_done, files, bytes_done, bytes))),
+            Response::Download {
+                file,
+                received,
+                total,
+            } => self
+                .download
+                .set((received < total).then_some((file, received, total))),
             _ => {}
         }
     }

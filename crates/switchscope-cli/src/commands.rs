@@ -291,10 +291,20 @@ fn generate(args: GenerateArgs) -> Result<()> {
         Some(_) => Some(load_tokenizer(&args.model.model)?),
         None => None,
     };
-    let input_ids = match (&args.prompt, &tokenizer) {
+    let mut input_ids = match (&args.prompt, &tokenizer) {
         (Some(prompt), Some(t)) => t.encode(prompt)?,
         _ => args.input_ids.clone(),
     };
+    if let Some(before) = generate::fit_input(
+        &mut input_ids,
+        generate::MAX_INPUT_TOKENS,
+        config.eos_token_id,
+    ) {
+        eprintln!(
+            "warning: the input has {before} tokens; only the first {} are used",
+            generate::MAX_INPUT_TOKENS
+        );
+    }
     let generation =
         pollster::block_on(model.generate(&config, &input_ids, &options, |progress| {
             if let generate::Progress::Step(step) = progress

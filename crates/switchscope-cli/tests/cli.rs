@@ -131,6 +131,77 @@ fn errors_are_one_clear_line() {
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 }
 
+/// An input over the limit is cut to it with a warning, and the run goes on.
+#[test]
+fn an_over_long_input_is_cut_with_a_warning() {
+    let model = fixture("tiny");
+    let ids = (0..600)
+        .map(|i| (5 + i % 90).to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (ok, stdout, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-ids",
+        &ids,
+        "--max-new-tokens",
+        "2",
+        "--greedy",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("the input has 600 tokens; only the first 512 are used"),
+        "{stderr}"
+    );
+    let out: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(out["input_ids"].as_array().unwrap().len(), 512);
+}
+
+/// A converted model with a future format version or a file name leaving the directory is
+/// refused with the reason, before any other file is read.
+#[test]
+fn bad_manifests_are_refused_with_the_reason() {
+    let dir = std::env::temp_dir().join(format!("switchscope-cli-manifest-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (ok, _, stderr) = switchscope(&[
+        "convert",
+        "--from",
+        fixture("tiny").to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+        "--quant",
+        "int8",
+    ]);
+    assert!(ok, "{stderr}");
+    let path = dir.join("manifest.json");
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let cases: [(&str, Box<dyn Fn(&mut Value)>); 3] = [
+        ("format version 7", Box::new(|m| m["version"] = 7.into())),
+        (
+            "has an empty, `.` or `..` segment",
+            Box::new(|m| m["files"][0]["name"] = "../../etc/passwd".into()),
+        ),
+        ("is not valid JSON", Box::new(|m| *m = Value::Null)),
+    ];
+    for (expected, change) in cases {
+        let mut m = original.clone();
+        change(&mut m);
+        let text = if m.is_null() {
+            "{\"format\": ".to_owned()
+        } else {
+            m.to_string()
+        };
+        std::fs::write(&path, text).unwrap();
+        let (ok, _, stderr) = switchscope(&["inspect", dir.to_str().unwrap()]);
+        assert!(!ok);
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A checkpoint whose tensor has the wrong shape is refused, naming the tensor.
 #[test]
 fn shape_mismatch_names_the_tensor() {

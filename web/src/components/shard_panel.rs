@@ -75,6 +75,12 @@ pub fn ShardPanel() -> impl IntoView {
                 <span class="shard" data-state="failed">"failed"</span>
             </p>
             <p data-testid="shard-summary">{summary}</p>
+            {move || state.download.get().map(|(file, received, total)| view! {
+                <p class="download" data-testid="download-progress" aria-live="polite">
+                    <progress max=total value=received></progress>
+                    {format!(" Downloading {file}: {:.1} of {:.1} kB", received as f64 / 1e3, total as f64 / 1e3)}
+                </p>
+            })}
             <div data-testid="shard-panel" class="shard-panel">{rows}</div>
         </section>
     }

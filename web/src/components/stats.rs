@@ -193,6 +193,14 @@ pub fn Performance() -> impl IntoView {
                             <dd>{format!("{} ({} hits, {} fetches, {} evictions)", s.stats.requests, s.stats.hits, s.stats.fetches, s.stats.evictions)}</dd>
                             <dt>"Prefetch"</dt>
                             <dd>{format!("{} started, {} used, {:.1} kB unused", s.stats.prefetches, s.stats.prefetch_used, s.stats.prefetch_wasted_bytes as f64 / 1e3)}</dd>
+                            <dt>"Experts resident"</dt>
+                            <dd data-testid="resident-bytes" data-bytes=s.stats.resident_bytes data-peak=s.stats.peak_resident_bytes>
+                                {format!("{:.2} MB (peak {:.2} MB)", s.stats.resident_bytes as f64 / 1e6, s.stats.peak_resident_bytes as f64 / 1e6)}
+                            </dd>
+                            <dt>"Worker memory"</dt>
+                            <dd data-testid="wasm-memory" data-bytes=s.wasm_memory_bytes>
+                                {format!("{:.1} MB of wasm memory", s.wasm_memory_bytes as f64 / 1e6)}
+                            </dd>
                         })}
                         <dt>"Per token (median)"</dt>
                         <dd>{if steps.is_empty() { "…".to_string() } else { format!("{:.1} ms", median(&steps)) }}</dd>

@@ -20,11 +20,52 @@ pub const MODEL_CACHE: &str = "switchscope-models-v1";
 thread_local! {
     /// Transfers started by a prefetch, by URL, waiting for `fetch` to take them.
     static PREFETCHED: RefCell<HashMap<String, Promise>> = RefCell::new(HashMap::new());
+    /// The `AbortController` whose signal every transfer carries; [`cancel_transfers`] aborts
+    /// it and the next transfer gets a new one.
+    static ABORT: RefCell<Option<JsValue>> = const { RefCell::new(None) };
 }
 
 fn scope() -> WorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
+
+fn get(target: &JsValue, key: &str) -> JsValue {
+    js_sys::Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// Calls `target[method](...args)`.
+fn call(target: &JsValue, method: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
+    let function: js_sys::Function = get(target, method).dyn_into()?;
+    function.apply(target, &args.iter().collect::<js_sys::Array>())
+}
+
+/// The current run's `AbortController` (created on first use).
+fn controller() -> Option<JsValue> {
+    ABORT.with_borrow_mut(|current| {
+        if current.is_none() {
+            let constructor: js_sys::Function =
+                get(&js_sys::global(), "AbortController").dyn_into().ok()?;
+            *current = js_sys::Reflect::construct(&constructor, &js_sys::Array::new()).ok();
+        }
+        current.clone()
+    })
+}
+
+/// Aborts every transfer in flight (Stop during a download): their requests fail with
+/// "the download was cancelled", and nothing partial is verified or cached.
+pub fn cancel_transfers() {
+    if let Some(controller) = ABORT.with_borrow_mut(Option::take) {
+        let _ = call(&controller, "abort", &[]);
+    }
+    PREFETCHED.with_borrow_mut(HashMap::clear);
+}
+
+/// Whether `error` is the rejection of an aborted transfer.
+fn is_abort(error: &JsValue) -> bool {
+    get(error, "name").as_string().as_deref() == Some("AbortError")
+}
+
+const CANCELLED: &str = "was not downloaded: the download was cancelled (Stop)";
 
 /// A converted model served as static files under `base` (a URL ending in `/`).
 #[derive(Debug, Clone)]
@@ -55,10 +96,71 @@ async fn body(response: &web_sys::Response) -> Result<Vec<u8>, String> {
     Ok(Uint8Array::new(&buffer).to_vec())
 }
 
-/// A network request for `url` that bypasses the browser's HTTP cache (the Cache API is ours).
+/// Reads a network response's body chunk by chunk, telling the page how far it got (at most
+/// every 100 ms, and once at the end) so that a slow transfer is visibly moving.
+async fn body_with_progress(
+    response: &web_sys::Response,
+    file: &str,
+    expected: u64,
+) -> Result<Vec<u8>, Failure> {
+    let stream = get(response, "body");
+    let reader = match call(&stream, "getReader", &[]) {
+        Ok(reader) if !stream.is_null() => reader,
+        _ => return body(response).await.map_err(Failure::Retry),
+    };
+    let total = call(&get(response, "headers"), "get", &["content-length".into()])
+        .ok()
+        .and_then(|v| v.as_string())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(expected);
+    let mut bytes =
+        Vec::with_capacity(usize::try_from(total.min(expected.max(1) * 2)).unwrap_or(0));
+    let mut last = 0.0;
+    let report = |received: usize, total: u64| {
+        super::post(&crate::protocol::Response::Download {
+            file: file.to_owned(),
+            received: received as u64,
+            total,
+        });
+    };
+    loop {
+        let read = call(&reader, "read", &[]).map_err(|e| Failure::Retry(describe(&e)))?;
+        let chunk = JsFuture::from(Promise::from(read)).await.map_err(|e| {
+            if is_abort(&e) {
+                Failure::Final(CANCELLED.into())
+            } else {
+                Failure::Retry(format!(
+                    "stopped arriving after {} bytes ({})",
+                    bytes.len(),
+                    describe(&e)
+                ))
+            }
+        })?;
+        if get(&chunk, "done").as_bool() == Some(true) {
+            break;
+        }
+        let value: Uint8Array = get(&chunk, "value").unchecked_into();
+        let at = bytes.len();
+        bytes.resize(at + value.length() as usize, 0);
+        value.copy_to(&mut bytes[at..]);
+        let now = crate::gpu::now_ms();
+        if now - last >= 100.0 {
+            last = now;
+            report(bytes.len(), total.max(bytes.len() as u64));
+        }
+    }
+    report(bytes.len(), bytes.len() as u64);
+    Ok(bytes)
+}
+
+/// A network request for `url` that bypasses the browser's HTTP cache (the Cache API is ours)
+/// and is cancelled by [`cancel_transfers`].
 fn start(url: &str) -> Promise {
     let init = RequestInit::new();
     init.set_cache(RequestCache::NoStore);
+    if let Some(controller) = controller() {
+        let _ = js_sys::Reflect::set(&init, &"signal".into(), &get(&controller, "signal"));
+    }
     scope().fetch_with_str_and_init(url, &init)
 }
 
@@ -68,10 +170,21 @@ enum Failure {
     Final(String),
 }
 
-async fn from_network(promise: Promise) -> Result<Vec<u8>, Failure> {
-    let response = JsFuture::from(promise)
-        .await
-        .map_err(|e| Failure::Retry(format!("could not be fetched ({})", describe(&e))))?;
+/// The body of the response `promise` resolves to; `progress` names the file and its expected
+/// size when the page should see the transfer move.
+async fn from_network(promise: Promise, progress: Option<(&str, u64)>) -> Result<Vec<u8>, Failure> {
+    let response = JsFuture::from(promise).await.map_err(|e| {
+        if is_abort(&e) {
+            Failure::Final(CANCELLED.into())
+        } else if !online() {
+            Failure::Retry(format!(
+                "could not be fetched: the network is unreachable ({})",
+                describe(&e)
+            ))
+        } else {
+            Failure::Retry(format!("could not be fetched ({})", describe(&e)))
+        }
+    })?;
     // A prefetch that found nothing to transfer, or failed.
     if response.is_null() || response.is_undefined() {
         return Err(Failure::Retry("was not prefetched".into()));
@@ -91,7 +204,10 @@ async fn from_network(promise: Promise) -> Result<Vec<u8>, Failure> {
             "could not be fetched (HTTP {status})"
         )));
     }
-    body(&response).await.map_err(Failure::Retry)
+    match progress {
+        Some((file, expected)) => body_with_progress(&response, file, expected).await,
+        None => body(&response).await.map_err(Failure::Retry),
+    }
 }
 
 impl HttpSource {
@@ -137,9 +253,10 @@ impl HttpSource {
             });
         }
         let prefetched = early.is_some();
-        let bytes = match from_network(early.unwrap_or_else(|| start(&url))).await {
+        let progress = Some((file.name.as_str(), file.bytes));
+        let bytes = match from_network(early.unwrap_or_else(|| start(&url)), progress).await {
             Ok(bytes) => bytes,
-            Err(Failure::Retry(_)) => match from_network(start(&url)).await {
+            Err(Failure::Retry(_)) => match from_network(start(&url), progress).await {
                 Ok(bytes) => bytes,
                 Err(Failure::Retry(_)) if !online() => {
                     return Err(shard_error(
@@ -230,9 +347,9 @@ impl HttpSource {
             let url = self.url(file);
             if Self::from_cache(&cache, &url, file).await.is_none() {
                 let fetched = async {
-                    match from_network(start(&url)).await {
+                    match from_network(start(&url), None).await {
                         Ok(bytes) => Ok(bytes),
-                        Err(Failure::Retry(_)) => from_network(start(&url)).await,
+                        Err(Failure::Retry(_)) => from_network(start(&url), None).await,
                         Err(e) => Err(e),
                     }
                 }
@@ -317,13 +434,12 @@ impl ExpertSource for HttpSource {
 }
 
 /// Fetches a small text file of the model that is not content-checked by a manifest entry
-/// (`manifest.json` itself): the network first, the cached copy when offline; a fresh copy
-/// is stored.
+/// (`manifest.json` itself): the network first, the cached copy when offline. Nothing is
+/// cached here: the caller stores a fresh copy with [`keep_text`] once it has checked it.
 ///
 /// # Errors
 /// A sentence naming the URL.
-pub async fn fetch_text_network_first(url: &str) -> Result<String, String> {
-    let cache = open_cache().await;
+pub async fn fetch_text_network_first(url: &str) -> Result<(String, bool), String> {
     let network = async {
         let response: web_sys::Response = JsFuture::from(start(url))
             .await
@@ -338,15 +454,10 @@ pub async fn fetch_text_network_first(url: &str) -> Result<String, String> {
         body(&response).await.map_err(|e| format!("{url}: {e}"))
     }
     .await;
-    let bytes = match network {
-        Ok(bytes) => {
-            if let Some(cache) = &cache {
-                store(cache, url, &bytes).await;
-            }
-            bytes
-        }
+    let (bytes, fresh) = match network {
+        Ok(bytes) => (bytes, true),
         Err(network_error) => {
-            let cached = match &cache {
+            let cached = match &open_cache().await {
                 Some(cache) => match JsFuture::from(cache.match_with_str(url)).await {
                     Ok(found) if !found.is_undefined() && !found.is_null() => {
                         body(&found.unchecked_into()).await.ok()
@@ -355,8 +466,16 @@ pub async fn fetch_text_network_first(url: &str) -> Result<String, String> {
                 },
                 None => None,
             };
-            cached.ok_or(network_error)?
+            (cached.ok_or(network_error)?, false)
         }
     };
-    String::from_utf8(bytes).map_err(|_| format!("{url} is not UTF-8 text"))
+    let text = String::from_utf8(bytes).map_err(|_| format!("{url} is not UTF-8 text"))?;
+    Ok((text, fresh))
+}
+
+/// Stores a checked text file (see [`fetch_text_network_first`]) for offline use.
+pub async fn keep_text(url: &str, text: &str) {
+    if let Some(cache) = open_cache().await {
+        store(&cache, url, text.as_bytes()).await;
+    }
 }

@@ -15,7 +15,7 @@ use switchscope_core::shards::store::{ExpertStore, ShardEvent, StoreOptions};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use super::http::{HttpSource, fetch_text_network_first, open_cache};
+use super::http::{HttpSource, fetch_text_network_first, keep_text, open_cache};
 use super::{device_for, post};
 use crate::gpu::now_ms;
 use crate::protocol::{
@@ -99,8 +99,13 @@ pub async fn load(
     } else {
         format!("{url}/")
     };
-    let text = fetch_text_network_first(&format!("{base}manifest.json")).await?;
-    let manifest = Manifest::from_json(&text).map_err(|e| format!("{base}manifest.json: {e}"))?;
+    let manifest_url = format!("{base}manifest.json");
+    let (text, fresh) = fetch_text_network_first(&manifest_url).await?;
+    // Only a manifest that parses and validates is kept for offline use.
+    let manifest = Manifest::from_json(&text).map_err(|e| format!("{manifest_url}: {e}"))?;
+    if fresh {
+        keep_text(&manifest_url, &text).await;
+    }
     let chosen = device_for(preference).await?;
     let source = HttpSource { base: base.clone() };
     let tokenizer_json = match &manifest.tokenizer {
@@ -248,6 +253,7 @@ async fn run(
     let encoder_ms = Cell::new(0.0);
     let count = Cell::new(0usize);
     let failure: RefCell<Option<String>> = RefCell::new(None);
+    let produced: RefCell<Vec<u32>> = RefCell::new(Vec::new());
     let generation = session
         .model
         .generate(&session.config, input_ids, &options, |progress| {
@@ -268,6 +274,7 @@ async fn run(
                     if index == 0 {
                         first_token_ms.set(now - start);
                     }
+                    produced.borrow_mut().push(step.token);
                     mirror(&step.routing).map(|routing: Vec<Route>| Response::Token {
                         index,
                         id: step.token,
@@ -292,8 +299,27 @@ async fn run(
                 go_on && !STOP.get()
             }
         })
-        .await
-        .map_err(|e| e.to_string())?;
+        .await;
+    let generation = match generation {
+        Ok(generation) => generation,
+        // Stop pressed while an expert was downloading: the transfer was aborted, and the run
+        // ends as stopped with the tokens it had.
+        Err(e) if STOP.get() => {
+            let total_ms = now_ms() - start;
+            return Ok(RunSummary {
+                stopped: true,
+                cancelled: Some(e.to_string()),
+                output_ids: produced.take(),
+                encoder_ms: encoder_ms.get(),
+                first_token_ms: first_token_ms.get(),
+                total_ms,
+                tokens_per_s: 0.0,
+                stats: mirror(&session.store.stats())?,
+                wasm_memory_bytes: wasm_memory_bytes(),
+            });
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     if let Some(message) = failure.take() {
         return Err(message);
     }
@@ -308,13 +334,24 @@ async fn run(
     let finished = output_ids.last() == Some(&session.config.eos_token_id);
     Ok(RunSummary {
         stopped: STOP.get() && !finished && n < settings.max_new_tokens,
+        cancelled: None,
         output_ids,
         encoder_ms: encoder_ms.get(),
         first_token_ms: first_token_ms.get(),
         total_ms,
         tokens_per_s,
         stats: mirror(&session.store.stats())?,
+        wasm_memory_bytes: wasm_memory_bytes(),
     })
+}
+
+/// The size of this worker's wasm memory.
+fn wasm_memory_bytes() -> u64 {
+    js_sys::Reflect::get(&wasm_bindgen::memory(), &"buffer".into())
+        .and_then(|b| js_sys::Reflect::get(&b, &"byteLength".into()))
+        .ok()
+        .and_then(|n| n.as_f64())
+        .map_or(0, |n| n as u64)
 }
 
 /// Recomputes the routing of `input_ids` → `output_ids` (teacher-forced, decoder starting
@@ -347,9 +384,13 @@ pub async fn route(
     mirror(&out.routing[0])
 }
 
-/// Asks the running generation to stop after its current token.
+/// Asks the running generation to stop after its current token, cancelling any download it
+/// waits for.
 pub fn stop() {
-    STOP.set(true);
+    if BUSY.get() {
+        STOP.set(true);
+        super::http::cancel_transfers();
+    }
 }
 
 /// Stores every file of the loaded model (and its manifest) in the browser's cache.
