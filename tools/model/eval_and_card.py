@@ -212,25 +212,41 @@ def plot_lift(stats: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_loss(log_csv: Path, path: Path) -> None:
+def read_log(log_csv: Path, offset: int = 0) -> list[dict]:
     rows = list(csv.DictReader(open(log_csv)))
-    tr_rows = [r for r in rows if r["split"] == "train"]
-    ev_rows = [r for r in rows if r["split"] == "eval"]
-    x = [int(r["tokens"]) / 1e6 for r in tr_rows]
+    for r in rows:
+        r["tokens"] = int(r["tokens"]) + offset
+    return rows
+
+
+def plot_loss(logs: list[list[dict]], path: Path) -> None:
+    """Loss curves of one or more consecutive training phases (tokens counted from the start)."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a1.plot(x, [float(r["loss"]) for r in tr_rows], lw=1, label="total (train)")
-    a1.plot(x, [float(r["ce"]) for r in tr_rows], lw=1, label="cross-entropy (train)")
-    # periodic evaluations use the first 256 held-out chunks; the last row is the final one over all of them
-    a1.plot([int(r["tokens"]) / 1e6 for r in ev_rows[:-1]], [float(r["ce"]) for r in ev_rows[:-1]], "o-", ms=3,
-            label="cross-entropy (held out, first 256 chunks)")
-    a1.plot([int(ev_rows[-1]["tokens"]) / 1e6], [float(ev_rows[-1]["ce"])], "*", ms=9,
-            label="cross-entropy (held out, all chunks, final)")
+    all_train = [r for rows in logs for r in rows if r["split"] == "train"]
+    for phase, rows in enumerate(logs):
+        tr_rows = [r for r in rows if r["split"] == "train"]
+        ev_rows = [r for r in rows if r["split"] == "eval"]
+        x = [r["tokens"] / 1e6 for r in tr_rows]
+        last = phase == len(logs) - 1
+        label = (lambda s: s) if last else (lambda s: None)
+        a1.plot(x, [float(r["loss"]) for r in tr_rows], lw=1, color="C0", label=label("total (train)"))
+        a1.plot(x, [float(r["ce"]) for r in tr_rows], lw=1, color="C1", label=label("cross-entropy (train)"))
+        # periodic evaluations use the first 256 held-out chunks; each phase's last row is over all of them
+        a1.plot([r["tokens"] / 1e6 for r in ev_rows[:-1]], [float(r["ce"]) for r in ev_rows[:-1]], "o-", ms=3,
+                color="C2", label=label("cross-entropy (held out, first 256 chunks)"))
+        a1.plot([ev_rows[-1]["tokens"] / 1e6], [float(ev_rows[-1]["ce"])], "*", ms=9, color="C3",
+                label=label("cross-entropy (held out, all chunks, end of a phase)"))
+        a2.plot(x, [float(r["z_loss"]) for r in tr_rows], lw=1, color="C0", label=label("router z-loss (unscaled)"))
+        a2.plot(x, [float(r["aux_loss"]) for r in tr_rows], lw=1, color="C1",
+                label=label("load-balancing loss (unscaled)"))
+        if not last:
+            for a in (a1, a2):
+                a.axvline(tr_rows[-1]["tokens"] / 1e6, color="grey", lw=0.8, ls="--")
+    tr_rows = all_train
     a1.set_xlabel("tokens seen (millions)")
     a1.set_ylabel("loss")
     a1.set_ylim(bottom=max(0, min(float(r["ce"]) for r in tr_rows) - 0.3), top=min(8, float(tr_rows[0]["loss"]) + 0.2))
     a1.legend(fontsize=7)
-    a2.plot(x, [float(r["z_loss"]) for r in tr_rows], lw=1, label="router z-loss (unscaled)")
-    a2.plot(x, [float(r["aux_loss"]) for r in tr_rows], lw=1, label="load-balancing loss (unscaled)")
     a2.set_xlabel("tokens seen (millions)")
     a2.set_yscale("log")
     a2.legend(fontsize=7)
@@ -274,6 +290,8 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=ROOT / "public" / "models" / "switchscope-mini")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-eval-chunks", type=int, default=0, help="quick runs only: fewer held-out chunks")
+    ap.add_argument("--phase1", type=Path, default=None,
+                    help="the first phase's checkpoint when WORK/hf continued it (default WORK/hf-phase1)")
     args = ap.parse_args()
     hf = args.hf or args.work / "hf"
     torch.set_num_threads(args.threads)
@@ -298,7 +316,16 @@ def main() -> int:
     b = np.concatenate([np.concatenate(r)[:, 2] for r in log_f32.rows])
     agreement = float((a == b).mean())
     (args.work / "expert_stats.json").write_text(json.dumps(stats, indent=1, ensure_ascii=False) + "\n")
-    plot_loss(hf / "train_log.csv", plots / "loss.png")
+    # A run that continued another (train.py --init-from) is shown with its first phase.
+    phases = [info]
+    phase_dirs = [hf]
+    logs = [read_log(hf / "train_log.csv")]
+    if info.get("init_from"):
+        first = args.phase1 or args.work / "hf-phase1"
+        phases.insert(0, json.loads((first / "train_info.json").read_text()))
+        phase_dirs.insert(0, first)
+        logs = [read_log(first / "train_log.csv"), read_log(hf / "train_log.csv", phases[0]["raw_tokens_seen"])]
+    plot_loss(logs, plots / "loss.png")
     plot_sources(stats, plots / "experts_sources.png")
     plot_lift(stats, plots / "experts_lift.png")
 
@@ -384,15 +411,21 @@ def main() -> int:
       f"each span replaced by a sentinel: {tr.INPUT_LEN} input tokens (with `</s>`) and 29 target tokens. Loss = "
       f"cross-entropy + {cfg.router_z_loss_coef} × router z-loss + {cfg.router_aux_loss_coef} × load-balancing loss "
       "(Switch's coefficients; transformers computes both with `output_router_logits=True`).")
-    w(f"- Optimiser: {info['optimizer']}, peak learning rate {info['lr']}, {info['warmup']} warm-up steps, {info['schedule']}; "
-      f"batch {info['batch_size']} sequences; router weights initialised with {info['router_init']} "
-      "(as in Switch; transformers' default std 1 starts with nearly hard routing); seed "
-      f"{info['seed']}; float32 on CPU with {info['threads']} thread{'s' if info['threads'] != 1 else ''}.")
-    w(f"- Tokens seen: **{info['raw_tokens_seen']:,}** corpus tokens ({info['steps']:,} steps"
-      + (f"; stopped early: {info['stopped_early']}" if info.get("stopped_early") else "")
-      + f"), about {info['raw_tokens_seen'] / max(1, len(data['train_chunks']) * tr.RAW_LEN):.1f} passes over the training split.")
-    w(f"- Wall time: {info['wall_seconds'] / 60:.0f} min on 2 CPU cores shared with other work "
-      f"({info['tokens_per_second']:.0f} tokens/s).")
+    total_tokens = sum(p["raw_tokens_seen"] for p in phases)
+    for i, p in enumerate(phases):
+        what = (f"Phase {i + 1} of {len(phases)}" + (" (continues phase 1's weights with a new optimiser)" if i else "")
+                + ": ") if len(phases) > 1 else ""
+        aux = json.loads((phase_dirs[i] / "config.json").read_text())["router_aux_loss_coef"]
+        w(f"- {what}`{p['command']}` — {p['optimizer']}, peak learning rate {p['lr']}, {p['warmup']} warm-up steps, "
+          f"{p['schedule']}; load-balancing coefficient {aux}; batch {p['batch_size']} sequences; data seed "
+          f"{p.get('data_seed', p['seed'])}; float32 on CPU with {p['threads']} thread{'s' if p['threads'] != 1 else ''}. "
+          f"**{p['raw_tokens_seen']:,}** corpus tokens in {p['steps']:,} steps"
+          + (f" ({p['stopped_early']})" if p.get("stopped_early") else "")
+          + f", {p['wall_seconds'] / 60:.0f} min on 2 CPU cores shared with other work ({p['tokens_per_second']:.0f} tokens/s).")
+    w(f"- Router weights initialised with {info['router_init']} (as in Switch; transformers' default std 1 starts "
+      f"with nearly hard routing); model seed {info['seed']}.")
+    w(f"- Tokens seen in all: **{total_tokens:,}**, about "
+      f"{total_tokens / max(1, len(data['train_chunks']) * tr.RAW_LEN):.1f} passes over the training split.")
     ft = info["final_train"]
     w(f"- Final training losses (mean of the last 50 steps): total {ft['loss']:.3f}, cross-entropy {ft['ce']:.3f}, "
       f"z-loss {ft['z_loss']:.3f}, load-balancing {ft['aux_loss']:.3f} (unscaled, encoder + decoder; 2.0 would be perfectly balanced).")
@@ -441,11 +474,10 @@ def main() -> int:
       "PYTHON=.venv/bin/python tools/model/build.sh\n```\n")
     w("`build.sh` runs `fetch_corpus.py` → `train_tokenizer.py` → `train.py` → `switchscope convert --quant int8 "
       "--group-size 32 --f16-dense` → `make_reference.py` (the test fixture "
-      "`tests/fixtures/switchscope-mini/reference.json`) → `eval_and_card.py` (this card). The training command of this model was "
-      f"`{info['command']}`"
-      + (f" (`--deadline` made it cool down early; `TRAIN_ARGS=\"--cooldown-at {info['cooldown']['start']} "
-         f"--cooldown-steps {info['cooldown']['len']}\"` replays that schedule without a deadline)"
-         if info.get("cooldown") else "")
+      "`tests/fixtures/switchscope-mini/reference.json`) → `eval_and_card.py` (this card). Its defaults replay the "
+      "training of this model: " + "; then ".join(f"`{p['command']}`" for p in phases)
+      + " (`--deadline` ended a phase with a cool-down; build.sh replays it with the recorded `--cooldown-at` / "
+      "`--cooldown-steps`)"
       + ". Training is seeded and deterministic on one machine, but float32 CPU kernels differ "
       "between machines, and the Unigram trainer of `tokenizers` is not bit-reproducible, so a rebuild gives a model "
       "of the same quality, not the same bytes.\n")
