@@ -518,3 +518,50 @@ fn int8_dense_weights_shrink_and_load_the_same_both_ways() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// Found by `cargo xtask fuzz` (target `shard`): a header whose shape's byte size overflows
+/// `u64` (`F64` × 2^62, or 2^32 × 2^32 × 16 elements) made the header parser panic on the
+/// multiplication. It is a typed error now, from the in-memory reader (expert shards) and from
+/// the streaming one (dense weights) alike.
+#[test]
+fn shapes_whose_size_overflows_are_typed_errors() {
+    use switchscope_core::shards::safetensors::SafetensorsFile;
+    use switchscope_core::shards::store::decode_matrix;
+
+    let manifest_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../public/models/switchscope-mini/manifest.json");
+    let manifest = Manifest::from_json(&std::fs::read_to_string(manifest_path).unwrap()).unwrap();
+    let file = |header: &str| {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes
+    };
+    let dir = scratch("overflow");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (i, header) in [
+        // The fuzzer's input (fuzz/artifacts/shard/crash-933c3a73…), as found.
+        r#"{"w":{"dtype":"F64","shape":[4611686018427387904],"data_offsets":[0,0]}}"#,
+        r#"{"wi.qweight":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bytes = file(header);
+        let err = decode_matrix(&manifest, "experts/x.safetensors", &bytes, "wi").unwrap_err();
+        match &err {
+            CoreError::Shard { file, reason } => {
+                assert_eq!(file, "experts/x.safetensors");
+                assert!(reason.contains("too large"), "{err}");
+            }
+            other => panic!("expected a shard error, got {other:?}"),
+        }
+        let path = dir.join(format!("{i}.safetensors"));
+        std::fs::write(&path, &bytes).unwrap();
+        let err = SafetensorsFile::open(&path).unwrap_err();
+        assert!(
+            matches!(err, CoreError::Weights(_)) && err.to_string().contains("too large"),
+            "{err}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,8 +1,11 @@
-//! Project commands: `cargo xtask serve` and `cargo xtask test` (see the README).
+//! Project commands: `cargo xtask serve`, `cargo xtask test` (see the README) and
+//! `cargo xtask fuzz` and `cargo xtask soak` (see docs/RELIABILITY.md).
 //!
-//! Each command installs what it needs first (see [`tools`]), so both work on a fresh machine.
+//! Each command installs what it needs first (see [`tools`]), so each works on a fresh machine.
 
+mod fuzz;
 mod serve;
+mod soak;
 mod test;
 mod tools;
 
@@ -18,6 +21,12 @@ commands:
                                     native, wasm in Chromium, end-to-end); stops at the first failure
   build-web                         build the web app in release into dist/
   setup                             only install the tools the other commands need
+  fuzz [--seconds N] [TARGET...]    install nightly and cargo-fuzz, then run the fuzz targets
+                                    (manifest, shard, tokenizer; default all) N seconds each
+                                    (600), one after another; fails if any input crashes
+  soak [--tokens N] [--backend cpu|webgpu] [--budget-mb MB] [--skip-build]
+                                    one page session generating N tokens (6000): checks the
+                                    expert budget, memory growth and tokens/s over time
 ";
 
 fn main() -> ExitCode {
@@ -26,6 +35,8 @@ fn main() -> ExitCode {
         Some("serve") => serve::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("build-web") => tools::ensure_web_tools().and_then(|t| serve::build_web(&t)),
+        Some("fuzz") => fuzz::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("setup") => tools::ensure_all().map(|_| ()),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -11,7 +11,7 @@ use crate::serve;
 use crate::tools::{self};
 
 pub fn run(args: &[String]) -> Result<()> {
-    let mut tokens = "2000".to_owned();
+    let mut tokens = "6000".to_owned();
     let mut backend = "cpu".to_owned();
     let mut budget_mb = "6".to_owned();
     let mut build = true;

@@ -123,8 +123,21 @@ fn parse_header(
         let info: TensorInfo =
             serde_json::from_value(value).map_err(|e| format!("tensor {name}: {e}"))?;
         let [start, end] = info.data_offsets;
-        let elements: u64 = info.shape.iter().map(|&d| d as u64).product();
-        let expected = info.element_size().map(|s| s * elements);
+        // The byte size the shape implies, in checked arithmetic: a header may claim any shape.
+        let expected = match info.element_size() {
+            Some(size) => Some(
+                info.shape
+                    .iter()
+                    .try_fold(size, |n, &d| n.checked_mul(d as u64))
+                    .ok_or_else(|| {
+                        format!(
+                            "tensor {name} has a shape too large to address: {:?}",
+                            info.shape
+                        )
+                    })?,
+            ),
+            None => None,
+        };
         if start > end || end > data_len || expected.is_some_and(|e| e != end - start) {
             return Err(format!(
                 "tensor {name} has a byte range that does not fit (truncated?)"
