@@ -13,17 +13,18 @@
 # Environment:
 #   PYTHON        the Python with tools/model/requirements.txt installed      (default: python3)
 #   SWITCHSCOPE   how to run the CLI       (default: cargo run --release -p switchscope-cli --)
-#   TOKENS        corpus tokens to train on                                   (default: 11000000)
-#   TRAIN_ARGS    extra arguments for train.py, e.g. "--deadline 1795829400" or, to replay the
-#                 shipped run, the --cooldown-at/--cooldown-steps recorded in its model card
+#   PHASE1_ARGS   arguments of the first training phase (from scratch; default: the shipped
+#                 model's, with the cool-down its --deadline caused replayed)
+#   PHASE2_ARGS   arguments of the second phase (continues the first with Switch's load-balancing
+#                 coefficient; default: the shipped model's); PHASE2_ARGS=none skips it
 # Intermediate files (corpus, checkpoint) go to tools/model/work/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PYTHON=${PYTHON:-python3}
 SWITCHSCOPE=${SWITCHSCOPE:-cargo run --release -p switchscope-cli --}
-TOKENS=${TOKENS:-11000000}
-TRAIN_ARGS=${TRAIN_ARGS:-}
+PHASE1_ARGS=${PHASE1_ARGS:---tokens 11000000 --threads 1 --cooldown-at 2082 --cooldown-steps 260}
+PHASE2_ARGS=${PHASE2_ARGS:---data-seed 1235 --tokens 40000000 --lr 1.5e-3 --warmup 100 --router-aux-coef 0.01 --threads 1 PHASE2_COOLDOWN}
 WORK=tools/model/work
 MODEL=public/models/switchscope-mini
 
@@ -32,9 +33,16 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 $PYTHON tools/model/fetch_corpus.py --work "$WORK"
 $PYTHON tools/model/train_tokenizer.py --work "$WORK"
 rm -f "$WORK/tokens.npz"   # the token cache belongs to the previous tokenizer
-rm -rf "$WORK/hf"
-# shellcheck disable=SC2086
-$PYTHON tools/model/train.py --work "$WORK" --tokens "$TOKENS" $TRAIN_ARGS
+rm -rf "$WORK/hf" "$WORK/hf-phase1"
+if [ "$PHASE2_ARGS" = none ]; then
+  # shellcheck disable=SC2086
+  $PYTHON tools/model/train.py --work "$WORK" --out "$WORK/hf" $PHASE1_ARGS
+else
+  # shellcheck disable=SC2086
+  $PYTHON tools/model/train.py --work "$WORK" --out "$WORK/hf-phase1" $PHASE1_ARGS
+  # shellcheck disable=SC2086
+  $PYTHON tools/model/train.py --work "$WORK" --init-from "$WORK/hf-phase1" --out "$WORK/hf" $PHASE2_ARGS
+fi
 
 # The converter refuses an existing --out: convert to a temporary directory, then replace the
 # converted files of $MODEL (README.md and plots/ are rewritten by eval_and_card.py below).
