@@ -177,13 +177,13 @@ fn bad_manifests_are_refused_with_the_reason() {
     assert!(ok, "{stderr}");
     let path = dir.join("manifest.json");
     let original: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let cases: [(&str, Box<dyn Fn(&mut Value)>); 3] = [
-        ("format version 7", Box::new(|m| m["version"] = 7.into())),
-        (
-            "has an empty, `.` or `..` segment",
-            Box::new(|m| m["files"][0]["name"] = "../../etc/passwd".into()),
-        ),
-        ("is not valid JSON", Box::new(|m| *m = Value::Null)),
+    type Change = fn(&mut Value);
+    let cases: [(&str, Change); 3] = [
+        ("format version 7", |m| m["version"] = 7.into()),
+        ("has an empty, `.` or `..` segment", |m| {
+            m["files"][0]["name"] = "../../etc/passwd".into();
+        }),
+        ("is not valid JSON", |m| *m = Value::Null),
     ];
     for (expected, change) in cases {
         let mut m = original.clone();
