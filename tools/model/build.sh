@@ -24,7 +24,7 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
 SWITCHSCOPE=${SWITCHSCOPE:-cargo run --release -p switchscope-cli --}
 PHASE1_ARGS=${PHASE1_ARGS:---tokens 11000000 --threads 1 --cooldown-at 2082 --cooldown-steps 260}
-PHASE2_ARGS=${PHASE2_ARGS:---data-seed 1235 --tokens 40000000 --lr 1.5e-3 --warmup 100 --router-aux-coef 0.01 --threads 1 PHASE2_COOLDOWN}
+PHASE2_ARGS=${PHASE2_ARGS:---data-seed 1235 --tokens 40000000 --lr 1.5e-3 --warmup 100 --router-aux-coef 0.01 --threads 1 --cooldown-at 2284 --cooldown-steps 285}
 WORK=tools/model/work
 MODEL=public/models/switchscope-mini
 
