@@ -3,15 +3,12 @@
 //! burn's WebGPU device aborts when the browser has no WebGPU, so this module asks the browser
 //! first, and only when it yields an adapter is a burn device created.
 
-use js_sys::{Array, Promise, Reflect};
+use js_sys::{Array, Promise};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::js::get;
 use crate::protocol::AdapterInfo;
-
-fn get(target: &JsValue, key: &str) -> JsValue {
-    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
 
 fn get_string(target: &JsValue, key: &str) -> String {
     get(target, key).as_string().unwrap_or_default()

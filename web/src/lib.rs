@@ -16,6 +16,7 @@ pub mod client;
 pub mod components;
 pub mod error;
 pub mod gpu;
+pub mod js;
 pub mod protocol;
 #[cfg(feature = "text")]
 pub mod state;

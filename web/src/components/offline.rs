@@ -8,17 +8,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::app::Ctx;
+use crate::js::{call, get};
 use crate::protocol::{Request, Response};
 use crate::state::Status;
-
-fn get(target: &JsValue, key: &str) -> JsValue {
-    Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
-
-fn call(target: &JsValue, method: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    let f: js_sys::Function = get(target, method).dyn_into()?;
-    f.apply(target, &args.iter().collect::<js_sys::Array>())
-}
 
 async fn call_async(target: &JsValue, method: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
     let promise: Promise = call(target, method, args)?.dyn_into()?;

@@ -13,6 +13,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, RequestCache, RequestInit, WorkerGlobalScope};
 
 use crate::error::describe;
+use crate::js::{call, get};
 
 /// The Cache API cache that holds model files (shared with the service worker).
 pub const MODEL_CACHE: &str = "switchscope-models-v1";
@@ -27,16 +28,6 @@ thread_local! {
 
 fn scope() -> WorkerGlobalScope {
     js_sys::global().unchecked_into()
-}
-
-fn get(target: &JsValue, key: &str) -> JsValue {
-    js_sys::Reflect::get(target, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-}
-
-/// Calls `target[method](...args)`.
-fn call(target: &JsValue, method: &str, args: &[JsValue]) -> Result<JsValue, JsValue> {
-    let function: js_sys::Function = get(target, method).dyn_into()?;
-    function.apply(target, &args.iter().collect::<js_sys::Array>())
 }
 
 /// The current run's `AbortController` (created on first use).
@@ -305,10 +296,8 @@ async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
 
 /// `navigator.onLine` (true when unknown).
 fn online() -> bool {
-    js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
-        .and_then(|n| js_sys::Reflect::get(&n, &"onLine".into()))
-        .ok()
-        .and_then(|v| v.as_bool())
+    get(&get(&js_sys::global(), "navigator"), "onLine")
+        .as_bool()
         .unwrap_or(true)
 }
 
