@@ -1,9 +1,12 @@
 //! Project commands: `cargo xtask serve`, `cargo xtask test` (see the README) and
-//! `cargo xtask fuzz` and `cargo xtask soak` (see docs/RELIABILITY.md).
+//! `cargo xtask fuzz` and `cargo xtask soak` (see docs/RELIABILITY.md), `cargo xtask bench`
+//! (see docs/BENCHMARKS.md).
 //!
 //! Each command installs what it needs first (see [`tools`]), so each works on a fresh machine.
 
+mod bench;
 mod fuzz;
+mod plot;
 mod serve;
 mod soak;
 mod test;
@@ -27,6 +30,10 @@ commands:
   soak [--tokens N] [--backend cpu|webgpu] [--budget-mb MB] [--skip-build]
                                     one page session generating N tokens (6000): checks the
                                     expert budget, memory growth and tokens/s over time
+  bench [--runs N] [--skip-build] [--python PATH] [PART...]
+                                    the benchmarks of docs/BENCHMARKS.md (native, browser,
+                                    shards, growth, coldstart; default all): tables in
+                                    target/bench/report.md, plots in docs/bench/
 ";
 
 fn main() -> ExitCode {
@@ -37,6 +44,7 @@ fn main() -> ExitCode {
         Some("build-web") => tools::ensure_web_tools().and_then(|t| serve::build_web(&t)),
         Some("fuzz") => fuzz::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("setup") => tools::ensure_all().map(|_| ()),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -15,13 +15,19 @@ use crate::root;
 pub const TRUNK_VERSION: &str = "0.21.14";
 pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
-/// Debian packages for the browser and native GPU tests, with a file that proves each present.
+/// Debian packages for the browser and native GPU tests and the benchmark plots, with a file
+/// that proves each present.
 const APT_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
     (
         "mesa-vulkan-drivers",
         "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json",
+    ),
+    // The text of the benchmark plots.
+    (
+        "fonts-dejavu-core",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
     ),
 ];
 

@@ -28,9 +28,8 @@ fn reference(name: &str) -> Value {
         .unwrap()
 }
 
-#[test]
-fn forward_json_matches_the_reference() {
-    let model = fixture("tiny");
+/// `forward --json` on the fixed input the reference fixtures use.
+fn forward_json(model: &Path) -> Value {
     let (ok, stdout, stderr) = switchscope(&[
         "forward",
         "--model",
@@ -42,7 +41,12 @@ fn forward_json_matches_the_reference() {
         "--json",
     ]);
     assert!(ok, "{stderr}");
-    let out: Value = serde_json::from_str(&stdout).unwrap();
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[test]
+fn forward_json_matches_the_reference() {
+    let out = forward_json(&fixture("tiny"));
     let single = &reference("tiny")["single"];
     let logits = out["logits"].as_array().unwrap();
     assert_eq!(logits.len(), 3, "one row of logits per decoder position");
@@ -324,4 +328,101 @@ fn convert_inspect_and_run_a_converted_model() {
     let loaded = gen_["shards_loaded"].as_array().unwrap();
     assert!(!loaded.is_empty() && loaded.len() <= 16, "{loaded:?}");
     std::fs::remove_dir_all(&out).unwrap();
+}
+
+/// `bench export-hf` writes the converted weights (experts dequantized) as a checkpoint that
+/// runs exactly like the converted model; `bench speed` measures both alike.
+#[test]
+fn export_hf_runs_like_the_converted_model() {
+    let base = std::env::temp_dir().join(format!("switchscope-cli-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let (converted, exported) = (base.join("int8"), base.join("hf"));
+    let from = fixture("tiny");
+    let (ok, _, stderr) = switchscope(&[
+        "convert",
+        "--from",
+        from.to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = switchscope(&[
+        "bench",
+        "export-hf",
+        "--model",
+        converted.to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("parameters"), "{stdout}");
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(exported.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["model_type"], "switch_transformers");
+    assert!(exported.join("model.safetensors").is_file());
+    // A second export to the same place is refused rather than mixed with the first.
+    let (ok, _, stderr) = switchscope(&[
+        "bench",
+        "export-hf",
+        "--model",
+        converted.to_str().unwrap(),
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+
+    let (a, b) = (forward_json(&converted), forward_json(&exported));
+    assert_eq!(a["routing"], b["routing"]);
+    let flat = |v: &Value| -> Vec<f64> {
+        v["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    let max = flat(&a)
+        .iter()
+        .zip(flat(&b))
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    assert!(max <= 1e-5, "logits differ by {max}");
+
+    let speed = |model: &Path| {
+        let (ok, stdout, stderr) = switchscope(&[
+            "bench",
+            "speed",
+            "--model",
+            model.to_str().unwrap(),
+            "--input-tokens",
+            "12",
+            "--new-tokens",
+            "3",
+            "--runs",
+            "2",
+            "--json",
+        ]);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let (a, b) = (speed(&converted), speed(&exported));
+    assert_eq!(a["input_ids"].as_array().unwrap().len(), 12);
+    assert_eq!(a["input_ids"], b["input_ids"], "the same random input");
+    assert_eq!(
+        a["output_ids"].as_array().unwrap().len(),
+        4,
+        "start token + 3"
+    );
+    assert_eq!(a["output_ids"], b["output_ids"]);
+    assert_eq!(a["encode_ms"].as_array().unwrap().len(), 2);
+    for v in [&a, &b] {
+        assert!(v["encoder_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+    }
+    assert!(
+        a["expert_bytes_fetched"].as_u64().unwrap() > 0,
+        "experts were read for the input"
+    );
+    std::fs::remove_dir_all(&base).unwrap();
 }

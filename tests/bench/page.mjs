@@ -1,0 +1,172 @@
+// The in-page benchmarks that `cargo xtask bench` runs (measurements, not tests), through the app
+// itself in headless Chromium, so that they time what a user waits for.
+//
+//   node tests/bench/page.mjs speed --backend webgpu|cpu [--runs 5] [--new-tokens 32] --out FILE
+//     One page session: a warm-up run (experts arrive, kernels compile), then RUNS runs of the
+//     same prompt, greedy; per run the app's own figures: encoder ms, time to first token,
+//     tokens/s after the first token (the Performance panel).
+//   node tests/bench/page.mjs coldstart --backend webgpu|cpu [--runs 3] --out FILE
+//     Time from navigation to the first generated token with `?autorun=1`: in a fresh profile
+//     (empty HTTP cache, no service worker, no stored shards), then reloaded in the same profile
+//     (the service worker and the shard cache warm). RUNS fresh profiles.
+//
+// The app is served by the caller, at SWITCHSCOPE_URL.
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { BASE_URL, launch, waitStatus } from '../e2e/browser.mjs';
+
+const { values: args, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    backend: { type: 'string', default: 'webgpu' },
+    runs: { type: 'string', default: '5' },
+    'new-tokens': { type: 'string', default: '32' },
+    model: { type: 'string', default: 'models/switchscope-mini/' },
+    prompt: { type: 'string', default: '' },
+    out: { type: 'string', default: 'target/bench-page.json' },
+  },
+});
+const mode = positionals[0];
+const RUNS = Number(args.runs);
+const TIMEOUT = 600_000;
+// Every fourth word masked: the model answers each sentinel, so the answer is long.
+export const PROMPT =
+  'Call me <extra_id_0>. Some years <extra_id_1>, never mind how <extra_id_2> precisely, having little <extra_id_3> no money in <extra_id_4> purse, and nothing <extra_id_5> to interest me <extra_id_6> shore, I thought <extra_id_7> would sail about <extra_id_8> little and see <extra_id_9> watery part of <extra_id_10> world.';
+const prompt = args.prompt || PROMPT;
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
+};
+
+function appUrl(extra = {}) {
+  const url = new URL('/', BASE_URL);
+  url.searchParams.set('model', args.model);
+  url.searchParams.set('backend', args.backend);
+  url.searchParams.set('max_new_tokens', args['new-tokens']);
+  url.searchParams.set('sampling', 'greedy');
+  url.searchParams.set('prompt', prompt);
+  url.searchParams.set('panels', 'prompt,grid,shards,perf');
+  for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
+  return url.href;
+}
+
+/** A figure of the Performance panel by its label ("Encoder", "Total", ...). */
+async function fact(page, label) {
+  const dd = page.getByTestId('performance').locator('dt', { hasText: new RegExp(`^${label}$`) }).locator('xpath=following-sibling::dd[1]');
+  return (await dd.innerText()).trim();
+}
+
+async function fail(page) {
+  const error = page.getByTestId('error');
+  throw new Error((await error.count()) ? await error.innerText() : 'the page did not finish');
+}
+
+async function speed() {
+  const browser = await launch({ webgpu: args.backend !== 'cpu' });
+  const { page } = browser;
+  const rows = [];
+  try {
+    await page.goto(appUrl());
+    if ((await waitStatus(page, ['idle', 'error'], TIMEOUT)) !== 'idle') await fail(page);
+    const backend = (await page.getByTestId('backend').innerText()).trim();
+    for (let run = 0; run <= RUNS; run++) {
+      await page.getByTestId('run').click();
+      if ((await waitStatus(page, ['done', 'error'], TIMEOUT)) !== 'done') await fail(page);
+      const total = await fact(page, 'Total');
+      const row = {
+        run,
+        warmup: run === 0,
+        encoder_ms: parseFloat(await fact(page, 'Encoder')),
+        first_token_ms: parseFloat(await page.getByTestId('ttft').innerText()),
+        tokens_per_s: parseFloat(await page.getByTestId('tokens-per-s').innerText()),
+        total_ms: parseFloat(total),
+        tokens: Number(/for (\d+) tokens/.exec(total)[1]),
+      };
+      rows.push(row);
+      console.error(JSON.stringify(row));
+    }
+    const measured = rows.filter((r) => !r.warmup);
+    const inputTokens = await page.getByTestId('route-cell').evaluateAll((els) => new Set(els.filter((e) => e.dataset.stack === 'encoder').map((e) => e.dataset.token)).size);
+    return {
+      mode: 'speed',
+      backend,
+      user_agent: await page.evaluate(() => navigator.userAgent),
+      adapter: await page.evaluate(async () => {
+        const a = await navigator.gpu?.requestAdapter();
+        return a ? { vendor: a.info?.vendor, architecture: a.info?.architecture, description: a.info?.description } : null;
+      }),
+      prompt,
+      input_tokens: inputTokens,
+      runs: measured.length,
+      encoder_ms: median(measured.map((r) => r.encoder_ms)),
+      first_token_ms: median(measured.map((r) => r.first_token_ms)),
+      decode_tokens_per_s: median(measured.map((r) => r.tokens_per_s)),
+      tokens: median(measured.map((r) => r.tokens)),
+      rows,
+    };
+  } finally {
+    await browser.close();
+  }
+}
+
+/** Navigation → first generated token with autorun, and what crossed the network. */
+async function firstToken(page, context) {
+  let bytes = 0;
+  let requests = 0;
+  const onFinished = async (request) => {
+    const response = await request.response();
+    if (!response || response.fromServiceWorker()) return;
+    requests += 1;
+    bytes += (await request.sizes().catch(() => ({ responseBodySize: 0 }))).responseBodySize;
+  };
+  context.on('requestfinished', onFinished);
+  const started = Date.now();
+  await page.goto(appUrl({ autorun: '1' }));
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="route-cell"]')].some((e) => e.dataset.stack === 'decoder') || document.querySelector('[data-testid="error"]'), null, { timeout: TIMEOUT });
+  const ms = Date.now() - started;
+  if (await page.getByTestId('error').count()) await fail(page);
+  await waitStatus(page, ['done', 'error'], TIMEOUT);
+  context.off('requestfinished', onFinished);
+  return { ms, requests, network_bytes: bytes, model_load: await fact(page, 'Model load') };
+}
+
+async function coldstart() {
+  const rows = [];
+  for (let run = 0; run < RUNS; run++) {
+    const browser = await launch({ webgpu: args.backend !== 'cpu' });
+    const { page, context } = browser;
+    try {
+      const cold = await firstToken(page, context);
+      // Let the service worker finish installing and caching the app shell.
+      await page.evaluate(() => navigator.serviceWorker?.ready);
+      const warm = await firstToken(page, context);
+      const row = { run, cold, warm };
+      rows.push(row);
+      console.error(JSON.stringify(row));
+    } finally {
+      await browser.close();
+    }
+  }
+  return {
+    mode: 'coldstart',
+    backend: args.backend,
+    runs: rows.length,
+    cold_first_token_ms: median(rows.map((r) => r.cold.ms)),
+    warm_first_token_ms: median(rows.map((r) => r.warm.ms)),
+    cold_network_bytes: median(rows.map((r) => r.cold.network_bytes)),
+    warm_network_bytes: median(rows.map((r) => r.warm.network_bytes)),
+    rows,
+  };
+}
+
+let result;
+if (mode === 'speed') result = await speed();
+else if (mode === 'coldstart') result = await coldstart();
+else {
+  console.error('usage: node tests/bench/page.mjs speed|coldstart [--backend webgpu|cpu] [--runs N] --out FILE');
+  process.exit(2);
+}
+writeFileSync(args.out, JSON.stringify(result, null, 1) + '\n');
+const { rows, ...summary } = result;
+console.log(JSON.stringify(summary));
