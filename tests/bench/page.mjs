@@ -5,6 +5,9 @@
 //     One page session: a warm-up run (experts arrive, kernels compile), then RUNS runs of the
 //     same prompt, greedy; per run the app's own figures: encoder ms, time to first token,
 //     tokens/s after the first token (the Performance panel).
+//   node tests/bench/page.mjs overhead --out FILE
+//     WebGPU's fixed costs in the page, with a one-line kernel: a dispatch submitted and read
+//     back (mapAsync) 30 times, and 200 dispatches submitted one by one.
 //   node tests/bench/page.mjs coldstart --backend webgpu|cpu [--runs 3] --out FILE
 //     Time from navigation to the first generated token with `?autorun=1`: in a fresh profile
 //     (empty HTTP cache, no service worker, no stored shards), then reloaded in the same profile
@@ -79,10 +82,12 @@ async function speed() {
         warmup: run === 0,
         encoder_ms: parseFloat(await fact(page, 'Encoder')),
         first_token_ms: parseFloat(await page.getByTestId('ttft').innerText()),
-        tokens_per_s: parseFloat(await page.getByTestId('tokens-per-s').innerText()),
         total_ms: parseFloat(total),
         tokens: Number(/for (\d+) tokens/.exec(total)[1]),
       };
+      // The panel's tokens/s, from its millisecond figures (it shows one decimal): the tokens
+      // after the first over the time after the first.
+      row.tokens_per_s = ((row.tokens - 1) * 1000) / (row.total_ms - row.first_token_ms);
       rows.push(row);
       console.error(JSON.stringify(row));
     }
@@ -110,15 +115,22 @@ async function speed() {
   }
 }
 
-/** Navigation → first generated token with autorun, and what crossed the network. */
+/**
+ * Navigation → first generated token with autorun, and the bytes that crossed the network until
+ * the run finished and the service worker was active (its install precaches the app shell):
+ * the model's files, the app's, and the service worker's own precache requests.
+ */
 async function firstToken(page, context) {
-  let bytes = 0;
-  let requests = 0;
-  const onFinished = async (request) => {
-    const response = await request.response();
-    if (!response || response.fromServiceWorker()) return;
-    requests += 1;
-    bytes += (await request.sizes().catch(() => ({ responseBodySize: 0 }))).responseBodySize;
+  const bytes = { model: 0, app: 0, precache: 0 };
+  const pending = [];
+  const onFinished = (request) => {
+    pending.push((async () => {
+      const response = await request.response();
+      if (!response || response.fromServiceWorker()) return;
+      const size = (await request.sizes().catch(() => ({ responseBodySize: 0 }))).responseBodySize;
+      const kind = request.serviceWorker() ? 'precache' : new URL(request.url()).pathname.includes('/models/') ? 'model' : 'app';
+      bytes[kind] += size;
+    })());
   };
   context.on('requestfinished', onFinished);
   const started = Date.now();
@@ -127,8 +139,10 @@ async function firstToken(page, context) {
   const ms = Date.now() - started;
   if (await page.getByTestId('error').count()) await fail(page);
   await waitStatus(page, ['done', 'error'], TIMEOUT);
+  await page.evaluate(() => navigator.serviceWorker?.ready);
   context.off('requestfinished', onFinished);
-  return { ms, requests, network_bytes: bytes, model_load: await fact(page, 'Model load') };
+  await Promise.all(pending);
+  return { ms, bytes, model_load: await fact(page, 'Model load') };
 }
 
 async function coldstart() {
@@ -138,8 +152,6 @@ async function coldstart() {
     const { page, context } = browser;
     try {
       const cold = await firstToken(page, context);
-      // Let the service worker finish installing and caching the app shell.
-      await page.evaluate(() => navigator.serviceWorker?.ready);
       const warm = await firstToken(page, context);
       const row = { run, cold, warm };
       rows.push(row);
@@ -154,17 +166,64 @@ async function coldstart() {
     runs: rows.length,
     cold_first_token_ms: median(rows.map((r) => r.cold.ms)),
     warm_first_token_ms: median(rows.map((r) => r.warm.ms)),
-    cold_network_bytes: median(rows.map((r) => r.cold.network_bytes)),
-    warm_network_bytes: median(rows.map((r) => r.warm.network_bytes)),
+    cold_bytes: Object.fromEntries(['model', 'app', 'precache'].map((k) => [k, median(rows.map((r) => r.cold.bytes[k]))])),
+    warm_bytes: Object.fromEntries(['model', 'app', 'precache'].map((k) => [k, median(rows.map((r) => r.warm.bytes[k]))])),
     rows,
   };
 }
 
+async function overhead() {
+  const browser = await launch({ webgpu: true });
+  try {
+    await browser.page.goto(new URL('/icon.svg', BASE_URL).href);
+    return await browser.page.evaluate(async () => {
+      const adapter = await navigator.gpu.requestAdapter();
+      const device = await adapter.requestDevice();
+      const data = device.createBuffer({ size: 4096, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      const module = device.createShaderModule({ code: '@group(0) @binding(0) var<storage, read_write> x: array<f32>;\n@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) i: vec3<u32>) { x[i.x] = x[i.x] + 1.0; }' });
+      const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+      const group = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: { buffer: data } }] });
+      const encode = (copyTo) => {
+        const encoder = device.createCommandEncoder();
+        const pass = encoder.beginComputePass();
+        pass.setPipeline(pipeline);
+        pass.setBindGroup(0, group);
+        pass.dispatchWorkgroups(16);
+        pass.end();
+        if (copyTo) encoder.copyBufferToBuffer(data, 0, copyTo, 0, 4096);
+        device.queue.submit([encoder.finish()]);
+      };
+      const readback = [];
+      for (let i = 0; i < 31; i++) {
+        const out = device.createBuffer({ size: 4096, usage: GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ });
+        const t0 = performance.now();
+        encode(out);
+        await out.mapAsync(GPUMapMode.READ);
+        if (i > 0) readback.push(performance.now() - t0);
+        out.destroy();
+      }
+      const t0 = performance.now();
+      for (let i = 0; i < 200; i++) encode(null);
+      await device.queue.onSubmittedWorkDone();
+      const sorted = readback.sort((a, b) => a - b);
+      return {
+        mode: 'overhead',
+        adapter: adapter.info?.architecture,
+        readback_ms_median: sorted[sorted.length >> 1],
+        dispatch_submit_ms_mean: (performance.now() - t0) / 200,
+      };
+    });
+  } finally {
+    await browser.close();
+  }
+}
+
 let result;
 if (mode === 'speed') result = await speed();
+else if (mode === 'overhead') result = await overhead();
 else if (mode === 'coldstart') result = await coldstart();
 else {
-  console.error('usage: node tests/bench/page.mjs speed|coldstart [--backend webgpu|cpu] [--runs N] --out FILE');
+  console.error('usage: node tests/bench/page.mjs speed|overhead|coldstart [--backend webgpu|cpu] [--runs N] --out FILE');
   process.exit(2);
 }
 writeFileSync(args.out, JSON.stringify(result, null, 1) + '\n');

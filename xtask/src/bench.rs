@@ -23,7 +23,8 @@ use serde_json::Value;
 use crate::tools::{self, Tools};
 use crate::{plot, root, serve};
 
-const USAGE: &str = "cargo xtask bench [--runs N] [--skip-build] [--python PATH] [PART...]
+const USAGE: &str =
+    "cargo xtask bench [--runs N] [--skip-build] [--python PATH] [PART...] | --plot-only
 parts: native browser shards growth coldstart (default: all)";
 
 const PARTS: [&str; 5] = ["native", "browser", "shards", "growth", "coldstart"];
@@ -63,6 +64,15 @@ pub fn run(args: &[String]) -> Result<()> {
                     .context("--runs takes a number")?;
             }
             "--skip-build" => build = false,
+            "--plot-only" => {
+                // Redraw the plots from the last growth measurements.
+                let json = root().join("target/bench/growth.json");
+                let data: Value = serde_json::from_str(
+                    &std::fs::read_to_string(&json)
+                        .with_context(|| format!("reading {}", json.display()))?,
+                )?;
+                return plot::growth(&data, &root().join("docs/bench"));
+            }
             "--python" => python = Some(PathBuf::from(it.next().context("--python needs a path")?)),
             part if PARTS.contains(&part) => parts.push(part.to_owned()),
             other => bail!("unknown option {other:?} for bench\nusage: {USAGE}"),
@@ -158,13 +168,14 @@ fn json_of(cmd: &mut Command) -> Result<Value> {
 
 /// Runs `cmd`, passing its stderr through, and returns its stdout.
 fn stdout_of(cmd: &mut Command) -> Result<String> {
-    eprintln!("xtask: $ {cmd:?}");
+    let shown = tools::describe(cmd);
+    eprintln!("xtask: $ {shown}");
     let out = cmd
         .stderr(std::process::Stdio::inherit())
         .output()
-        .with_context(|| format!("could not start {cmd:?}"))?;
+        .with_context(|| format!("could not start {shown}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({})", out.status);
+        bail!("{shown} failed ({})", out.status);
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -390,6 +401,7 @@ impl Bench {
             "|---|---|---|---|---|---|---|".to_owned(),
         ];
         let mut goals = Vec::new();
+        let mut notes = Vec::new();
         let mut all = serde_json::Map::new();
         for (backend, native_backend, icd, driver) in [
             (
@@ -434,13 +446,21 @@ impl Bench {
                     100.0 * decode_ratio,
                     met(decode_ratio, 0.8)
                 ));
-                section.push(format!("\nAdapter in the page: {}\n", page["adapter"]));
+                let overhead = self.page("overhead", "webgpu", 1, "page-overhead.json")?;
+                notes.push(format!(
+                    "Adapter in the page: {}. Its fixed costs (`node tests/bench/page.mjs overhead`): a one-kernel dispatch read back with mapAsync, median {:.1} ms; a dispatch submitted on its own, {:.2} ms on average.",
+                    page["adapter"],
+                    num(&overhead, "readback_ms_median"),
+                    num(&overhead, "dispatch_submit_ms_mean")
+                ));
             }
             all.insert(
                 backend.to_owned(),
                 serde_json::json!({ "page": page, "native": native }),
             );
         }
+        section.push(String::new());
+        section.extend(notes);
         section.push(String::new());
         section.extend(goals);
         section.push(String::new());
@@ -485,9 +505,8 @@ impl Bench {
             format!(
                 "Navigation to the first generated token with `?autorun=1` (the default model, served from localhost): a fresh profile (empty cache), then a reload in the same profile (service worker and shard cache warm). Median of {runs} fresh profiles.\n"
             ),
-            "| backend | cache | navigation → first token, ms | bytes over the network |"
-                .to_owned(),
-            "|---|---|---|---|".to_owned(),
+            "| backend | cache | navigation → first token, ms | model MB over the network | app MB | service worker precache MB |".to_owned(),
+            "|---|---|---|---|---|---|".to_owned(),
         ];
         let mut all = serde_json::Map::new();
         for backend in ["cpu", "webgpu"] {
@@ -498,11 +517,14 @@ impl Bench {
                 &format!("page-coldstart-{backend}.json"),
             )?;
             for cache in ["cold", "warm"] {
+                let bytes = &v[format!("{cache}_bytes")];
                 section.push(format!(
-                    "| {backend} | {} | {:.0} | {:.2} MB |",
+                    "| {backend} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
                     if cache == "cold" { "empty" } else { "warm" },
                     num(&v, &format!("{cache}_first_token_ms")),
-                    num(&v, &format!("{cache}_network_bytes")) / 1e6
+                    num(bytes, "model") / 1e6,
+                    num(bytes, "app") / 1e6,
+                    num(bytes, "precache") / 1e6
                 ));
             }
             all.insert(backend.to_owned(), v);

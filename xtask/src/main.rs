@@ -34,6 +34,7 @@ commands:
                                     the benchmarks of docs/BENCHMARKS.md (native, browser,
                                     shards, growth, coldstart; default all): tables in
                                     target/bench/report.md, plots in docs/bench/
+                                    (--plot-only redraws them from the last measurements)
 ";
 
 fn main() -> ExitCode {

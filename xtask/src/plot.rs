@@ -33,39 +33,46 @@ fn panel(
     y_label: &str,
     series: &[Series],
 ) -> Result<()> {
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    // The x axis is log₂ (each measured point a power of two), labelled with the values.
+    let xs = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0.log2()));
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+    // Headroom above the highest point for the legend.
     let y_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(0.0f64, f64::max)
-        * 1.15;
+        * 1.45;
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d((x_min..x_max).log_scale(), 0.0..y_max.max(1e-9))
+        .build_cartesian_2d(x_min - 0.2..x_max + 0.2, 0.0..y_max.max(1e-9))
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
-        .x_label_formatter(&|x| format!("{x:.0}"))
+        .x_labels((x_max - x_min) as usize + 1)
+        .light_line_style(WHITE)
+        .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     for s in series {
         let color = s.color;
+        let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x.log2(), y)).collect();
         chart
-            .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
             .label(s.name)
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
         chart
-            .draw_series(s.points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
             .map_err(|e| anyhow!("{e}"))?;
     }
     chart
