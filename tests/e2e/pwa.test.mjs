@@ -1,7 +1,7 @@
 // Installed and offline: the service worker keeps the app shell, "Make available offline"
 // keeps the model; offline, the app reloads and generates the same text. With only part of the
-// model cached, a prompt that needs a missing expert says which one. A rebuilt app is offered
-// and picked up after reload.
+// model cached, a prompt that needs a missing expert says which one. A second visit downloads
+// no expert shard the first one downloaded. A rebuilt app is offered and picked up after reload.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -61,6 +61,44 @@ test('made available offline, the app reloads and generates the same text withou
     assert.equal(offline.error, undefined);
     assert.equal(offline.output, online.output);
     await screenshot(page, 'pwa-offline');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('a second visit downloads no expert shard again, unused prefetches included', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page, context } = browser;
+    // Expert shards the worker downloaded (not those the service worker or the cache answered).
+    const downloaded = [];
+    context.on('requestfinished', async (request) => {
+      const response = await request.response();
+      if (response && !response.fromServiceWorker() && !request.serviceWorker() && request.url().includes('/experts/')) {
+        downloaded.push(request.url());
+      }
+    });
+    await openControlled(page);
+    // Pre-gating prefetches the next sparse layer's likely expert; for this prompt some of those
+    // guesses are not used by any token.
+    await page.getByTestId('prompt').fill('In the <extra_id_0> God created the <extra_id_1> and the earth.');
+    await page.getByTestId('run').click();
+    assert.equal(await waitStatus(page, ['done', 'error']), 'done');
+    const first = [...new Set(downloaded)];
+    assert.ok(first.length > 0, 'the first visit downloads experts');
+    // Every downloaded shard ends up cached, used or not (unused prefetches in the background).
+    await page.waitForFunction(
+      async (urls) => (await Promise.all(urls.map((u) => caches.match(u)))).every(Boolean),
+      first,
+      { timeout: 30_000 },
+    );
+    downloaded.length = 0;
+    await page.reload();
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
+    await page.getByTestId('prompt').fill('In the <extra_id_0> God created the <extra_id_1> and the earth.');
+    await page.getByTestId('run').click();
+    assert.equal(await waitStatus(page, ['done', 'error']), 'done');
+    assert.deepEqual(downloaded.filter((u) => first.includes(u)), [], 'nothing downloaded twice');
   } finally {
     await browser.close();
   }

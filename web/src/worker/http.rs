@@ -385,6 +385,45 @@ impl HttpSource {
         Ok(done)
     }
 
+    /// Keeps the shards that pre-gating prefetched but no token used: in the background, each
+    /// finished transfer is verified and cached, so that the next visit does not download it
+    /// again. Transfers that fail, were cancelled or do not verify are dropped.
+    pub fn keep_unused_prefetches(&self, files: &[FileEntry]) {
+        let unused: Vec<(String, Promise)> = PREFETCHED.with_borrow_mut(|p| p.drain().collect());
+        let unused: Vec<(String, Promise, FileEntry)> = unused
+            .into_iter()
+            .filter_map(|(url, promise)| {
+                let file = files.iter().find(|f| self.url(f) == url)?;
+                Some((url, promise, file.clone()))
+            })
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        wasm_bindgen_futures::spawn_local(async move {
+            let Some(cache) = open_cache().await else {
+                return;
+            };
+            for (url, promise, file) in unused {
+                let Ok(response) = JsFuture::from(promise).await else {
+                    continue;
+                };
+                if response.is_null() || response.is_undefined() {
+                    continue;
+                }
+                let response: web_sys::Response = response.unchecked_into();
+                if !response.ok() {
+                    continue;
+                }
+                if let Ok(bytes) = body(&response).await
+                    && verify(&file, &bytes).is_ok()
+                {
+                    store(&cache, &url, &bytes).await;
+                }
+            }
+        });
+    }
+
     /// Removes every file in `files` from the cache.
     pub async fn remove_offline(&self, files: &[FileEntry]) {
         if let Some(cache) = open_cache().await {

@@ -301,7 +301,13 @@ async fn run(
         })
         .await;
     let generation = match generation {
-        Ok(generation) => generation,
+        Ok(generation) => {
+            HttpSource {
+                base: session.base.clone(),
+            }
+            .keep_unused_prefetches(&session.store.manifest().files);
+            generation
+        }
         // Stop pressed while an expert was downloading: the transfer was aborted, and the run
         // ends as stopped with the tokens it had.
         Err(e) if STOP.get() => {
