@@ -160,18 +160,22 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// A loaded model; for a converted model directory, the store its experts come from on demand.
-type Opened = (SwitchConfig, SwitchModel, Option<Arc<ExpertStore>>);
+pub(crate) type Opened = (SwitchConfig, SwitchModel, Option<Arc<ExpertStore>>);
 
 fn open(args: &ModelArgs) -> Result<Opened> {
-    let kind: BackendKind = args.backend.parse()?;
+    open_model(&args.model, &args.backend)
+}
+
+/// Opens a checkpoint or converted model directory on `backend` (`cpu` or `wgpu`).
+pub(crate) fn open_model(dir: &std::path::Path, backend: &str) -> Result<Opened> {
+    let kind: BackendKind = backend.parse()?;
     let device: Device = pollster::block_on(backend::gpu_device(kind))?;
-    let context = || format!("loading {}", args.model.display());
-    if args.model.join("manifest.json").is_file() {
-        let (config, model, store) =
-            load_converted_lazy(&args.model, &device).with_context(context)?;
+    let context = || format!("loading {}", dir.display());
+    if dir.join("manifest.json").is_file() {
+        let (config, model, store) = load_converted_lazy(dir, &device).with_context(context)?;
         return Ok((config, model, Some(store)));
     }
-    let (config, model) = load_model_dir(&args.model, &device).with_context(context)?;
+    let (config, model) = load_model_dir(dir, &device).with_context(context)?;
     Ok((config, model, None))
 }
 

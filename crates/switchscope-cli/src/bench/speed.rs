@@ -13,10 +13,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use switchscope_core::backend::{self, BackendKind};
 use switchscope_core::model::generate::argmax;
 use switchscope_core::model::routing::read_f32;
-use switchscope_core::model::weights::{load_converted_lazy, load_model_dir};
 use switchscope_core::model::{RunOptions, SwitchConfig, SwitchModel, TokenBatch};
 use switchscope_core::shards::store::ExpertStore;
 use switchscope_core::tokenizer::Tokenizer;
@@ -84,22 +82,11 @@ pub struct Opened {
 
 /// Opens `dir` (checkpoint or converted) on `backend`.
 pub fn open(dir: &Path, backend: &str) -> Result<Opened> {
-    let kind: BackendKind = backend.parse()?;
-    let device = pollster::block_on(backend::gpu_device(kind))?;
-    let context = || format!("loading {}", dir.display());
-    if dir.join("manifest.json").is_file() {
-        let (config, model, store) = load_converted_lazy(dir, &device).with_context(context)?;
-        return Ok(Opened {
-            config,
-            model,
-            store: Some(store),
-        });
-    }
-    let (config, model) = load_model_dir(dir, &device).with_context(context)?;
+    let (config, model, store) = crate::commands::open_model(dir, backend)?;
     Ok(Opened {
         config,
         model,
-        store: None,
+        store,
     })
 }
 
