@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod error;
+pub mod kernels;
 pub mod model;
 pub mod probe;
 pub mod shards;

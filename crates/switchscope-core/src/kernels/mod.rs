@@ -1,0 +1,25 @@
+//! Our own GPU compute kernels (CubeCL, compiled to WGSL for WebGPU and wgpu), each in its own
+//! file beside a plain-Rust reference ([`reference`]):
+//!
+//! - [`qmatmul`](qmatmul/index.html): the product of activations with a block-wise int8/int4
+//!   matrix read straight from the shard layout and dequantized in registers, with ReLU and
+//!   the routing weight applied on the way out, and the expert's gather/scatter of its tokens
+//!   folded into the same launch; two launches make an expert's feed-forward.
+//! - [`router`](router/index.html): softmax, top-1 and expert capacity for whole sequences.
+//!
+//! `ops` launches them on burn tensors. f32 arithmetic throughout: WebGPU's `shader-f16` is
+//! missing on SwiftShader and many devices, and the weights are int8/int4 with f32 scales.
+
+pub mod reference;
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+mod ops;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod qmatmul;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod router;
+
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub use ops::{
+    Assignment, Gpu, MAX_BINDING_BYTES, QuantExpert, QuantMatrix, quant_matmul, route, sparse_ffn,
+};

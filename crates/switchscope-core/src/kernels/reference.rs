@@ -1,0 +1,66 @@
+//! Plain-Rust references of the GPU kernels, written for clarity: the parity tests compare
+//! each kernel with its reference on random inputs.
+
+use crate::model::routing::route_sequence;
+use crate::shards::quant::Quantized;
+
+/// [`super::qmatmul`]'s definition: for every `i < rows_in.len()` and output feature `j`,
+/// `out[rows_out[i] · out_stride + col_offset + j] = post(row_scale[i] · Σₖ x[rows_in[i] · k + kk] · W[j, kk])`
+/// with `W` the dequantized matrix `q` (`[m, k]`) and `post` ReLU when `relu`.
+#[allow(clippy::too_many_arguments)]
+pub fn qmatmul(
+    x: &[f32],
+    rows_in: &[u32],
+    q: &Quantized,
+    row_scale: &[f32],
+    rows_out: &[u32],
+    out: &mut [f32],
+    out_stride: usize,
+    col_offset: usize,
+    relu: bool,
+) {
+    let (m, k) = (q.rows, q.cols);
+    let w = q.dequantize();
+    for (i, (&r_in, &r_out)) in rows_in.iter().zip(rows_out).enumerate() {
+        let x_row = &x[r_in as usize * k..(r_in as usize + 1) * k];
+        for j in 0..m {
+            let dot: f32 = x_row
+                .iter()
+                .zip(&w[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
+            let mut y = dot * row_scale[i];
+            if relu {
+                y = y.max(0.0);
+            }
+            out[r_out as usize * out_stride + col_offset + j] = y;
+        }
+    }
+}
+
+/// The router's decision for every sequence of `logits` (`[batch · seq, experts]`): per token
+/// `experts + 2` values, as [`super::route`] returns them: the softmax probabilities, the
+/// chosen expert and its 1-based position among the sequence's tokens that chose it.
+pub fn route(logits: &[f32], seq: usize, experts: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(logits.len() / experts * (experts + 2));
+    for sequence in logits.chunks_exact(seq * experts) {
+        let probs: Vec<f32> = sequence
+            .chunks_exact(experts)
+            .flat_map(|row| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
+                row.iter().map(move |&v| (v - max).exp() / sum)
+            })
+            .collect();
+        // capacity ∞: the position is what matters here, dropping is the caller's comparison
+        let (_, chosen, _) = route_sequence(&probs, experts, usize::MAX);
+        let mut load = vec![0usize; experts];
+        for (row, &c) in probs.chunks_exact(experts).zip(&chosen) {
+            load[c as usize] += 1;
+            out.extend_from_slice(row);
+            out.push(c as f32);
+            out.push(load[c as usize] as f32);
+        }
+    }
+    out
+}

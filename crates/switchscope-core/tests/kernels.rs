@@ -1,0 +1,308 @@
+//! Parity of our GPU kernels (`src/kernels/`) with their plain-Rust references, on native
+//! wgpu (lavapipe on machines without a GPU). Random inputs from a fixed seed; odd sizes
+//! (not multiples of the cube's 64 units, of the 8 rows per cube or of the quantization group).
+//!
+//! Tolerance: the kernels and the references both accumulate in f32, in different orders;
+//! results agree to 1e-5 relative to the largest magnitude of each output (measured: about
+//! 1e-6). Routing decisions (expert, position) must be identical.
+
+use std::sync::OnceLock;
+
+use switchscope_core::BackendKind;
+use switchscope_core::backend::gpu_device;
+use switchscope_core::kernels::{self, Assignment, Gpu, QuantExpert, QuantMatrix, reference};
+use switchscope_core::model::routing::read_f32;
+use switchscope_core::shards::quant::{Quantized, Scheme, quantize};
+use switchscope_core::tensor::{Device, Tensor, TensorData};
+
+const TOLERANCE: f32 = 1e-5;
+
+/// A small deterministic generator (xorshift64*), so that failures reproduce.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn values(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.next()).collect()
+    }
+}
+
+/// The wgpu device, initialised once for all tests of this binary (they run on threads, and
+/// the runtime refuses a second initialisation that overlaps the first).
+fn gpu() -> (Device, Gpu) {
+    static GPU: OnceLock<(Device, Gpu)> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let device = pollster::block_on(gpu_device(BackendKind::Wgpu))
+            .expect("a wgpu adapter (install mesa-vulkan-drivers for lavapipe)");
+        let gpu = Gpu::of(&device).expect("wgpu is a CubeCL device");
+        (device, gpu)
+    })
+    .clone()
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn read(t: Tensor<2>) -> Vec<f32> {
+    pollster::block_on(read_f32(t)).unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= TOLERANCE * scale,
+        "{what}: max difference {worst} (scale {scale})"
+    );
+}
+
+fn random_matrix(
+    rng: &mut Rng,
+    rows: usize,
+    cols: usize,
+    scheme: Scheme,
+    group: usize,
+) -> Quantized {
+    quantize(&rng.values(rows * cols), rows, cols, scheme, group).unwrap()
+}
+
+#[test]
+fn quantized_matmul_matches_reference() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x5EED_0001);
+    // (rows, cols, group, tokens): decode (1 token) and prefill (many), odd sizes, the default
+    // model's expert and a switch-base-sized one
+    let cases = [
+        (37, 45, 8, 1),
+        (37, 45, 8, 13),
+        (130, 200, 32, 1),
+        (512, 192, 32, 9),
+        (192, 512, 32, 64),
+        (3072, 768, 32, 1),
+        (100, 1000, 64, 3),
+    ];
+    for scheme in [Scheme::Int8, Scheme::Int4] {
+        for &(rows, cols, group, n) in &cases {
+            let q = random_matrix(&mut rng, rows, cols, scheme, group);
+            let w = QuantMatrix::upload(&gpu, &q).unwrap();
+            assert_eq!(w.parts(), 1);
+            let x = rng.values(n * cols);
+            for relu in [false, true] {
+                let got = read(
+                    kernels::quant_matmul(&gpu, tensor(x.clone(), [n, cols], &device), &w, relu)
+                        .unwrap(),
+                );
+                let mut want = vec![0.0; n * rows];
+                let identity: Vec<u32> = (0..n as u32).collect();
+                reference::qmatmul(
+                    &x,
+                    &identity,
+                    &q,
+                    &vec![1.0; n],
+                    &identity,
+                    &mut want,
+                    rows,
+                    0,
+                    relu,
+                );
+                assert_close(
+                    &got,
+                    &want,
+                    &format!("{scheme:?} {rows}x{cols} g{group} n{n} relu {relu}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matrices_split_by_rows_give_the_same_product() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x5EED_0002);
+    for scheme in [Scheme::Int8, Scheme::Int4] {
+        let q = random_matrix(&mut rng, 101, 96, scheme, 32);
+        let whole = QuantMatrix::upload(&gpu, &q).unwrap();
+        // a binding limit of 7 rows' worth of bytes: 15 buffers, the last one partial
+        let row_bytes = if scheme == Scheme::Int8 { 96 } else { 48 };
+        let split = QuantMatrix::upload_split(&gpu, &q, 7 * row_bytes).unwrap();
+        assert_eq!(split.parts(), 15, "{scheme:?}");
+        assert_eq!(split.device_bytes(), whole.device_bytes());
+        let x = tensor(rng.values(5 * 96), [5, 96], &device);
+        let a = read(kernels::quant_matmul(&gpu, x.clone(), &whole, false).unwrap());
+        let b = read(kernels::quant_matmul(&gpu, x, &split, false).unwrap());
+        assert_eq!(a, b, "{scheme:?}");
+        let err = QuantMatrix::upload_split(&gpu, &q, 16).unwrap_err();
+        assert!(err.to_string().contains("does not fit"), "{err}");
+    }
+}
+
+#[test]
+fn sparse_ffn_gathers_runs_and_scatters_each_expert() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x5EED_0003);
+    let (tokens, d_model, d_ff) = (23, 72, 136);
+    for scheme in [Scheme::Int8, Scheme::Int4] {
+        let qs: Vec<(Quantized, Quantized)> = (0..3)
+            .map(|_| {
+                (
+                    random_matrix(&mut rng, d_ff, d_model, scheme, 32),
+                    random_matrix(&mut rng, d_model, d_ff, scheme, 32),
+                )
+            })
+            .collect();
+        let experts: Vec<QuantExpert> = qs
+            .iter()
+            .map(|(wi, wo)| QuantExpert {
+                wi: QuantMatrix::upload(&gpu, wi).unwrap(),
+                wo: QuantMatrix::upload(&gpu, wo).unwrap(),
+            })
+            .collect();
+        // rows 0..23 over three experts, in no particular order; rows 5 and 17 dropped
+        let rows: [Vec<u32>; 3] = [
+            vec![3, 0, 9, 22, 14],
+            vec![1, 2, 4, 6, 7, 8, 10, 11, 12, 13, 15],
+            vec![21, 20, 19, 18, 16],
+        ];
+        let weights: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| r.iter().map(|_| rng.next().abs()).collect())
+            .collect();
+        let x = rng.values(tokens * d_model);
+        let assignments: Vec<Assignment<'_>> = (0..3)
+            .map(|e| Assignment {
+                expert: &experts[e],
+                rows: &rows[e],
+                weights: &weights[e],
+            })
+            .collect();
+        let got = read(
+            kernels::sparse_ffn(
+                &gpu,
+                tensor(x.clone(), [tokens, d_model], &device),
+                &assignments,
+            )
+            .unwrap(),
+        );
+
+        let mut want = vec![0.0; tokens * d_model];
+        for e in 0..3 {
+            let n = rows[e].len();
+            let identity: Vec<u32> = (0..n as u32).collect();
+            let mut h = vec![0.0; n * d_ff];
+            reference::qmatmul(
+                &x,
+                &rows[e],
+                &qs[e].0,
+                &vec![1.0; n],
+                &identity,
+                &mut h,
+                d_ff,
+                0,
+                true,
+            );
+            reference::qmatmul(
+                &h,
+                &identity,
+                &qs[e].1,
+                &weights[e],
+                &rows[e],
+                &mut want,
+                d_model,
+                0,
+                false,
+            );
+        }
+        assert_close(&got, &want, &format!("{scheme:?} sparse ffn"));
+        for dropped in [5, 17] {
+            assert!(
+                got[dropped * d_model..(dropped + 1) * d_model]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            );
+        }
+
+        // an index outside the input is refused before anything runs
+        let bad = [Assignment {
+            expert: &experts[0],
+            rows: &[23],
+            weights: &[1.0],
+        }];
+        let err = kernels::sparse_ffn(&gpu, tensor(x.clone(), [tokens, d_model], &device), &bad)
+            .unwrap_err();
+        assert!(err.to_string().contains("row 23"), "{err}");
+    }
+}
+
+#[test]
+fn router_kernel_matches_reference() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x5EED_0004);
+    // (batch, seq, experts): a decode step, sequences longer than the cube's 64 units
+    for &(batch, seq, experts) in &[
+        (1, 1, 8),
+        (2, 37, 8),
+        (3, 130, 16),
+        (1, 700, 256),
+        (1, 5, 3),
+    ] {
+        let logits: Vec<f32> = rng
+            .values(batch * seq * experts)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
+        let got = read(
+            kernels::route(
+                &gpu,
+                tensor(logits.clone(), [batch * seq, experts], &device),
+                seq,
+            )
+            .unwrap(),
+        );
+        let want = reference::route(&logits, seq, experts);
+        let w = experts + 2;
+        for (row, (g, r)) in got.chunks_exact(w).zip(want.chunks_exact(w)).enumerate() {
+            assert_close(&g[..experts], &r[..experts], &format!("probs of row {row}"));
+            assert_eq!(
+                g[experts..],
+                r[experts..],
+                "choice/position of row {row} ({batch}x{seq}x{experts})"
+            );
+        }
+    }
+    // ties go to the lowest expert, and positions count per sequence
+    let logits = vec![
+        1.0, 1.0, 0.0, // tie → 0
+        0.0, 2.0, 2.0, // tie → 1
+        5.0, 0.0, 0.0, // 0, second in expert 0
+        1.0, 1.0, 0.0, // next sequence: 0, first there
+        0.0, 0.0, 3.0, // 2
+        0.0, 0.0, 1.0, // 2, second
+    ];
+    let got = read(kernels::route(&gpu, tensor(logits, [6, 3], &device), 3).unwrap());
+    let decisions: Vec<(f32, f32)> = got.chunks_exact(5).map(|r| (r[3], r[4])).collect();
+    assert_eq!(
+        decisions,
+        vec![
+            (0.0, 1.0),
+            (1.0, 1.0),
+            (0.0, 2.0),
+            (0.0, 1.0),
+            (2.0, 1.0),
+            (2.0, 2.0)
+        ]
+    );
+    let err = kernels::route(&gpu, tensor(vec![0.0; 8], [4, 2], &device), 3).unwrap_err();
+    assert!(err.to_string().contains("sequences"), "{err}");
+}
