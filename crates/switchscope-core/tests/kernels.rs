@@ -306,3 +306,78 @@ fn router_kernel_matches_reference() {
     let err = kernels::route(&gpu, tensor(vec![0.0; 8], [4, 2], &device), 3).unwrap_err();
     assert!(err.to_string().contains("sequences"), "{err}");
 }
+
+/// The shipped model (int8 experts) and its int4 variant, loaded lazily on wgpu as the app
+/// loads them: with our kernels (the default) and with burn's generic path (experts
+/// dequantized to f32), the routing of every token in every sparse layer and the greedy
+/// tokens are the same, and equal to PyTorch's on the shipped weights (int8).
+#[test]
+fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
+    use std::path::Path;
+    use switchscope_core::model::generate::GenerateOptions;
+    use switchscope_core::model::weights::load_converted_lazy_with;
+    use switchscope_core::shards::store::StoreOptions;
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/switchscope-mini/reference.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let (device, _) = gpu();
+    let options = GenerateOptions {
+        max_new_tokens: 8,
+        ..GenerateOptions::default()
+    };
+    for variant in ["switchscope-mini", "switchscope-mini-int4"] {
+        let dir = root.join("public/models").join(variant);
+        let run = |generic_experts: bool, input: &[u32]| {
+            let (config, model, store) = load_converted_lazy_with(
+                &dir,
+                &device,
+                StoreOptions {
+                    generic_experts,
+                    ..StoreOptions::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(store.kernels().is_some(), !generic_experts);
+            let g = pollster::block_on(
+                model.generate(&config, input, &options, |_| std::future::ready(true)),
+            )
+            .unwrap();
+            let routing: Vec<Vec<i32>> = g
+                .encoder_routing
+                .iter()
+                .chain(g.steps.iter().flat_map(|s| &s.routing))
+                .map(|l| l.expert.clone())
+                .collect();
+            (g.output_ids, routing, store.stats().peak_resident_bytes)
+        };
+        for ex in reference["examples"].as_array().unwrap().iter().take(3) {
+            let input = ids(&ex["input_ids"]);
+            let (ids_k, routing_k, bytes_k) = run(false, &input);
+            let (ids_g, routing_g, bytes_g) = run(true, &input);
+            let source = ex["source"].as_str().unwrap();
+            assert_eq!(routing_k, routing_g, "{variant} {source}: routing");
+            assert_eq!(ids_k, ids_g, "{variant} {source}: greedy tokens");
+            if variant == "switchscope-mini" {
+                let pytorch = ids(&ex["shipped"]["output_ids"]);
+                let n = ids_k.len().min(pytorch.len());
+                assert_eq!(ids_k[..n], pytorch[..n], "{source}: PyTorch's tokens");
+            }
+            // quantized experts take a quarter (int8) or an eighth (int4) of the device memory
+            assert!(
+                bytes_k * 3 < bytes_g,
+                "{variant}: {bytes_k} vs {bytes_g} device bytes"
+            );
+        }
+    }
+}

@@ -202,7 +202,7 @@ impl QuantMatrix {
                 q.cols
             )));
         }
-        let rows_per_part = (max_binding_bytes / row_bytes).min(65_535).max(1);
+        let rows_per_part = (max_binding_bytes / row_bytes).clamp(1, 65_535);
         let word_values: Vec<u32> = q
             .data
             .chunks_exact(4)

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::config::Stack;
 use super::layers::{DenseActDense, linear};
 use crate::CoreError;
-use crate::shards::store::LazyExperts;
+use crate::shards::store::{Expert, LazyExperts};
 
 /// `SwitchTransformersTop1Router.classifier`: `[num_experts, d_model]` (+ optional bias).
 #[derive(Module, Debug)]
@@ -131,50 +131,110 @@ impl SparseMlp {
         (stack, block): (Stack, usize),
     ) -> Result<(Tensor<3>, Vec<LayerRouting>), CoreError> {
         let [b, s, d] = x.dims();
-        let device = x.device();
         let experts = self.router.weight.val().dims()[0];
-        let probs = activation::softmax(self.router.logits(x.clone()), 2);
-        let host = read_f32(probs).await?;
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        let kernels = self
+            .lazy
+            .as_ref()
+            .and_then(|lazy| lazy.store.kernels().cloned())
+            .filter(|_| s <= crate::kernels::router::MAX_SEQ as usize);
 
+        // the router's decision, per sequence: (expert or −1, chosen, weight, probabilities)
+        let logits = self.router.logits(x.clone());
+        let mut decisions: Vec<Decision> = Vec::with_capacity(b);
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        if let Some(gpu) = &kernels {
+            let decided = crate::kernels::route(gpu, logits.clone().reshape([b * s, experts]), s)?;
+            let host = read_f32(decided).await?;
+            for seq in host.chunks_exact(s * (experts + 2)) {
+                decisions.push(Decision::from_kernel(seq, experts, capacity));
+            }
+        }
+        if decisions.is_empty() {
+            let host = read_f32(activation::softmax(logits, 2)).await?;
+            for seq in host.chunks_exact(s * experts) {
+                let (expert, chosen, weight) = route_sequence(seq, experts, capacity);
+                let probs = seq.chunks_exact(experts).map(<[f32]>::to_vec).collect();
+                decisions.push(Decision {
+                    expert,
+                    chosen,
+                    weight,
+                    probs,
+                });
+            }
+        }
+
+        let mut rows: Vec<Vec<(u32, f32)>> = vec![Vec::new(); experts];
         let mut traces = Vec::with_capacity(b);
-        let mut rows: Vec<Vec<(i64, f32)>> = vec![Vec::new(); experts];
-        for (i, seq) in host.chunks_exact(s * experts).enumerate() {
-            let (expert, chosen, weight) = route_sequence(seq, experts, capacity);
-            for (t, &e) in expert.iter().enumerate() {
+        for (i, decision) in decisions.into_iter().enumerate() {
+            for (t, &e) in decision.expert.iter().enumerate() {
                 if e >= 0 {
-                    rows[e as usize].push(((i * s + t) as i64, weight[t]));
+                    rows[e as usize].push(((i * s + t) as u32, decision.weight[t]));
                 }
             }
             traces.push(LayerRouting {
                 stack,
                 block,
-                expert,
-                chosen,
-                weight,
-                probs: seq.chunks_exact(experts).map(<[f32]>::to_vec).collect(),
+                expert: decision.expert,
+                chosen: decision.chosen,
+                weight: decision.weight,
+                probs: decision.probs,
                 capacity,
             });
         }
 
         let flat = x.reshape([b * s, d]);
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        if let (Some(gpu), Some(lazy)) = (&kernels, &self.lazy) {
+            let mut resident = Vec::new();
+            for (e, tokens) in rows.iter().enumerate() {
+                if !tokens.is_empty() {
+                    let expert = lazy.store.expert(lazy.stack, lazy.block, e).await?;
+                    let index: Vec<u32> = tokens.iter().map(|&(i, _)| i).collect();
+                    let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
+                    resident.push((expert, index, scale));
+                }
+            }
+            let mut assignments = Vec::with_capacity(resident.len());
+            for (expert, index, scale) in &resident {
+                let Expert::Quantized(expert) = &**expert else {
+                    return Err(CoreError::Weights(
+                        "a store with kernels returned an f32 expert".into(),
+                    ));
+                };
+                assignments.push(crate::kernels::Assignment {
+                    expert,
+                    rows: index,
+                    weights: scale,
+                });
+            }
+            let out = crate::kernels::sparse_ffn(gpu, flat, &assignments)?;
+            return Ok((out.reshape([b, s, d]), traces));
+        }
+
+        let device = flat.device();
         let mut out = Tensor::<2>::zeros([b * s, d], &device);
         for (e, tokens) in rows.iter().enumerate() {
             if tokens.is_empty() {
                 continue;
             }
             let n = tokens.len();
-            let index: Vec<i64> = tokens.iter().map(|&(i, _)| i).collect();
+            let index: Vec<i64> = tokens.iter().map(|&(i, _)| i64::from(i)).collect();
             let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
             let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
             let scale = Tensor::<2>::from_data(TensorData::new(scale, [n, 1]), &device);
             let rows = flat.clone().select(0, index.clone());
             let y = match (&self.lazy, self.experts.get(e)) {
                 (_, Some(expert)) => expert.forward_rows(rows),
-                (Some(lazy), None) => lazy
-                    .store
-                    .expert(lazy.stack, lazy.block, e)
-                    .await?
-                    .forward_rows(rows),
+                (Some(lazy), None) => match &*lazy.store.expert(lazy.stack, lazy.block, e).await? {
+                    Expert::Dense(expert) => expert.forward_rows(rows),
+                    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+                    Expert::Quantized(_) => {
+                        return Err(CoreError::Weights(
+                            "a quantized expert outside the kernels' path".into(),
+                        ));
+                    }
+                },
                 (None, None) => {
                     return Err(CoreError::Weights(format!(
                         "{} block {block} has no expert {e}",
@@ -185,6 +245,41 @@ impl SparseMlp {
             out = out.select_assign(0, index, y, IndexingUpdateOp::Assign);
         }
         Ok((out.reshape([b, s, d]), traces))
+    }
+}
+
+/// The router's decision for one sequence.
+struct Decision {
+    expert: Vec<i32>,
+    chosen: Vec<u32>,
+    weight: Vec<f32>,
+    probs: Vec<Vec<f32>>,
+}
+
+impl Decision {
+    /// From the router kernel's rows (probabilities, chosen expert, position in it).
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    fn from_kernel(seq: &[f32], experts: usize, capacity: usize) -> Self {
+        let tokens = seq.len() / (experts + 2);
+        let mut d = Self {
+            expert: Vec::with_capacity(tokens),
+            chosen: Vec::with_capacity(tokens),
+            weight: Vec::with_capacity(tokens),
+            probs: Vec::with_capacity(tokens),
+        };
+        for row in seq.chunks_exact(experts + 2) {
+            let chosen = row[experts] as usize;
+            let position = row[experts + 1] as usize;
+            d.expert.push(if position <= capacity {
+                chosen as i32
+            } else {
+                -1
+            });
+            d.chosen.push(chosen as u32);
+            d.weight.push(row[chosen]);
+            d.probs.push(row[..experts].to_vec());
+        }
+        d
     }
 }
 

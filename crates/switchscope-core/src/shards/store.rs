@@ -46,6 +46,31 @@ pub fn decode_matrix(
     Ok((data, shape))
 }
 
+/// Reads one quantized matrix (`wi` or `wo`) of an expert shard as stored, `[rows, cols]`.
+///
+/// # Errors
+/// [`CoreError::Shard`] naming the file when a tensor is missing or malformed.
+pub fn quantized_matrix(
+    manifest: &Manifest,
+    file: &str,
+    bytes: &[u8],
+    matrix: &str,
+) -> Result<Quantized, CoreError> {
+    let tensors = parse_bytes(bytes).map_err(|reason| CoreError::Shard {
+        file: file.to_owned(),
+        reason,
+    })?;
+    let c = &manifest.config;
+    let shape = if matrix == "wi" {
+        [c.d_ff, c.d_model]
+    } else {
+        [c.d_model, c.d_ff]
+    };
+    let q = &manifest.quantization;
+    let get = |name: &str| tensors.get(name).map(|(info, raw)| (info.clone(), *raw));
+    stored_quantized(file, matrix, shape, q.experts, q.group_size, &get)
+}
+
 /// Finds a stored tensor's header entry and bytes by name.
 pub type FindTensor<'a, 'b> = &'b dyn Fn(&str) -> Option<(TensorInfo, &'a [u8])>;
 
@@ -80,32 +105,53 @@ pub fn decode_stored<'a>(
             }
             decode_floats_named(&info.dtype, raw, stem)?
         }
-        scheme => {
-            let (_, qraw) = find(format!("{stem}.qweight"))?;
-            let (sinfo, sraw) = find(format!("{stem}.scales"))?;
-            let padded = super::quant::padded_cols(cols, group_size);
-            let per_row = if scheme == Scheme::Int4 {
-                padded / 2
-            } else {
-                padded
-            };
-            let scales = decode_floats_named(&sinfo.dtype, sraw, stem)?;
-            if qraw.len() != rows * per_row || scales.len() != rows * (padded / group_size) {
-                return Err(shard(format!(
-                    "{stem} has the wrong size for {} with group {group_size}",
-                    scheme.as_str(),
-                )));
-            }
-            Quantized {
-                rows,
-                cols,
-                group_size,
-                scheme,
-                data: qraw.to_vec(),
-                scales,
-            }
-            .dequantize()
-        }
+        _ => stored_quantized(file, stem, [rows, cols], scheme, group_size, get)?.dequantize(),
+    })
+}
+
+/// Reads tensor `stem` (`wi`, `wo`) of shape `[rows, cols]` stored as `{stem}.qweight` +
+/// `{stem}.scales` (int8/int4) in `file`, as it is stored (nothing dequantized).
+///
+/// # Errors
+/// [`CoreError::Shard`] naming the file when a tensor is missing or has the wrong size.
+pub fn stored_quantized<'a>(
+    file: &str,
+    stem: &str,
+    [rows, cols]: [usize; 2],
+    scheme: Scheme,
+    group_size: usize,
+    get: FindTensor<'a, '_>,
+) -> Result<Quantized, CoreError> {
+    let shard = |what: String| CoreError::Shard {
+        file: file.to_owned(),
+        reason: what,
+    };
+    let find = |name: String| get(&name).ok_or_else(|| shard(format!("has no {name}")));
+    if !scheme.is_quantized() {
+        return Err(shard(format!("{stem} is stored as {}", scheme.as_str())));
+    }
+    let (_, qraw) = find(format!("{stem}.qweight"))?;
+    let (sinfo, sraw) = find(format!("{stem}.scales"))?;
+    let padded = super::quant::padded_cols(cols, group_size);
+    let per_row = if scheme == Scheme::Int4 {
+        padded / 2
+    } else {
+        padded
+    };
+    let scales = decode_floats_named(&sinfo.dtype, sraw, stem)?;
+    if qraw.len() != rows * per_row || scales.len() != rows * (padded / group_size) {
+        return Err(shard(format!(
+            "{stem} has the wrong size for {} with group {group_size}",
+            scheme.as_str(),
+        )));
+    }
+    Ok(Quantized {
+        rows,
+        cols,
+        group_size,
+        scheme,
+        data: qraw.to_vec(),
+        scales,
     })
 }
 
@@ -197,6 +243,9 @@ pub struct StoreOptions {
     pub clock: Option<fn() -> f64>,
     /// Called for each event as it happens.
     pub listener: Option<ShardListener>,
+    /// On a GPU, keep int8/int4 experts dequantized to f32 and run them with burn's generic
+    /// ops, instead of keeping them quantized and running our kernels (the default).
+    pub generic_experts: bool,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -204,12 +253,23 @@ impl fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("budget_bytes", &self.budget_bytes)
             .field("prefetch", &self.prefetch)
+            .field("generic_experts", &self.generic_experts)
             .finish_non_exhaustive()
     }
 }
 
+/// A resident expert, in the form the device computes it with.
+#[derive(Debug)]
+pub enum Expert {
+    /// f32 weights, for burn's generic ops (the CPU, and GPUs without our kernels).
+    Dense(DenseActDense),
+    /// int8/int4 weights as the shard stores them, for our kernels (`crate::kernels`).
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    Quantized(crate::kernels::QuantExpert),
+}
+
 struct Resident {
-    module: Arc<DenseActDense>,
+    module: Arc<Expert>,
     bytes: u64,
     last_use: u64,
 }
@@ -230,6 +290,9 @@ pub struct ExpertStore {
     source: Box<dyn ExpertSource>,
     device: Device,
     options: StoreOptions,
+    /// Our kernels' context, when experts are kept quantized on a GPU.
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    gpu: Option<crate::kernels::Gpu>,
     state: Mutex<State>,
 }
 
@@ -254,13 +317,59 @@ impl ExpertStore {
         device: Device,
         options: StoreOptions,
     ) -> Self {
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        let gpu = if manifest.quantization.experts.is_quantized() && !options.generic_experts {
+            crate::kernels::Gpu::of(&device)
+        } else {
+            None
+        };
         Self {
             manifest,
             source,
             device,
             options,
+            #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+            gpu,
             state: Mutex::default(),
         }
+    }
+
+    /// Our kernels' context when this store keeps experts quantized on a GPU (then every
+    /// expert it returns is [`Expert::Quantized`]).
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    pub fn kernels(&self) -> Option<&crate::kernels::Gpu> {
+        self.gpu.as_ref()
+    }
+
+    /// Decodes a verified shard into the form this store keeps, with its device bytes.
+    fn decode(&self, file: &str, bytes: &[u8]) -> Result<(Expert, u64), CoreError> {
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        if let Some(gpu) = &self.gpu {
+            use crate::kernels::{QuantExpert, QuantMatrix};
+            let matrix = |name: &str| -> Result<QuantMatrix, CoreError> {
+                let q = quantized_matrix(&self.manifest, file, bytes, name)?;
+                QuantMatrix::upload(gpu, &q)
+            };
+            let expert = QuantExpert {
+                wi: matrix("wi")?,
+                wo: matrix("wo")?,
+            };
+            let device_bytes = expert.device_bytes();
+            return Ok((Expert::Quantized(expert), device_bytes));
+        }
+        let tensor = |matrix: &str| -> Result<Param<Tensor<2>>, CoreError> {
+            let (data, shape) = decode_matrix(&self.manifest, file, bytes, matrix)?;
+            Ok(Param::from_tensor(Tensor::from_data(
+                TensorData::new(data, shape),
+                &self.device,
+            )))
+        };
+        let module = DenseActDense {
+            wi: tensor("wi")?,
+            wo: tensor("wo")?,
+        };
+        let c = &self.manifest.config;
+        Ok((Expert::Dense(module), (2 * c.d_model * c.d_ff * 4) as u64))
     }
 
     /// The manifest the store serves.
@@ -382,7 +491,7 @@ impl ExpertStore {
         stack: StackKind,
         block: usize,
         expert: usize,
-    ) -> Result<Arc<DenseActDense>, CoreError> {
+    ) -> Result<Arc<Expert>, CoreError> {
         let id = ExpertId {
             stack,
             block,
@@ -411,26 +520,13 @@ impl ExpertStore {
             let fetched = self.source.fetch(&file).await?;
             verify(&file, &fetched.bytes)?;
             let ms = self.now() - start;
-            let tensor = |matrix: &str| -> Result<Param<Tensor<2>>, CoreError> {
-                let (data, shape) =
-                    decode_matrix(&self.manifest, &file.name, &fetched.bytes, matrix)?;
-                Ok(Param::from_tensor(Tensor::from_data(
-                    TensorData::new(data, shape),
-                    &self.device,
-                )))
-            };
-            let module = DenseActDense {
-                wi: tensor("wi")?,
-                wo: tensor("wo")?,
-            };
-            Ok::<_, CoreError>((module, fetched, ms))
+            let (module, device_bytes) = self.decode(&file.name, &fetched.bytes)?;
+            Ok::<_, CoreError>((module, device_bytes, fetched, ms))
         }
         .await;
         let mut state = self.lock();
         match decoded {
-            Ok((module, fetched, ms)) => {
-                let c = &self.manifest.config;
-                let device_bytes = (2 * c.d_model * c.d_ff * 4) as u64;
+            Ok((module, device_bytes, fetched, ms)) => {
                 state.stats.fetches += 1;
                 state.stats.bytes_fetched += fetched.bytes.len() as u64;
                 if fetched.prefetched {
