@@ -175,3 +175,114 @@ async fn http_source_names_missing_shards() {
         other => panic!("expected a shard error, got {other:?}"),
     }
 }
+
+/// Our kernels (`switchscope_core::kernels`) on WebGPU (SwiftShader) against their plain-Rust
+/// references: the quantized product (int8, int4; one token and 13; sizes that are not
+/// multiples of the cube or the group), the sparse layer's gather/run/scatter and the router.
+/// The same tolerance as natively: 1e-5 relative to the largest output.
+#[wasm_bindgen_test]
+async fn our_kernels_on_webgpu_match_their_references() {
+    use switchscope_core::kernels::{self, Assignment, Gpu, QuantExpert, QuantMatrix, reference};
+    use switchscope_core::model::routing::read_f32;
+    use switchscope_core::shards::quant::{Scheme, quantize};
+    use switchscope_core::tensor::{Tensor, TensorData};
+
+    let device = gpu_device(BackendKind::Webgpu).await.unwrap();
+    let gpu = Gpu::of(&device).expect("WebGPU is a CubeCL device");
+    let mut state = 0x5EED_0005u64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    };
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-5 * scale, "{what}: {worst} (scale {scale})");
+    };
+    let t2 =
+        |v: Vec<f32>, shape: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, shape), &device);
+
+    for scheme in [Scheme::Int8, Scheme::Int4] {
+        for (rows, cols, n) in [(37, 45, 1), (130, 200, 13)] {
+            let q = quantize(&random(rows * cols), rows, cols, scheme, 8).unwrap();
+            let w = QuantMatrix::upload(&gpu, &q).unwrap();
+            let x = random(n * cols);
+            let got =
+                read_f32(kernels::quant_matmul(&gpu, t2(x.clone(), [n, cols]), &w, true).unwrap())
+                    .await
+                    .unwrap();
+            let identity: Vec<u32> = (0..n as u32).collect();
+            let mut want = vec![0.0; n * rows];
+            reference::qmatmul(
+                &x,
+                &identity,
+                &q,
+                &vec![1.0; n],
+                &identity,
+                &mut want,
+                rows,
+                0,
+                true,
+            );
+            close(&got, &want, &format!("{scheme:?} {rows}x{cols} n{n}"));
+        }
+
+        let (tokens, d_model, d_ff) = (11, 40, 72);
+        let wi = quantize(&random(d_ff * d_model), d_ff, d_model, scheme, 8).unwrap();
+        let wo = quantize(&random(d_model * d_ff), d_model, d_ff, scheme, 8).unwrap();
+        let expert = QuantExpert {
+            wi: QuantMatrix::upload(&gpu, &wi).unwrap(),
+            wo: QuantMatrix::upload(&gpu, &wo).unwrap(),
+        };
+        let rows = [7u32, 2, 9, 0];
+        let weights = [0.5f32, 0.25, 1.0, 0.75];
+        let x = random(tokens * d_model);
+        let got = read_f32(
+            kernels::sparse_ffn(
+                &gpu,
+                t2(x.clone(), [tokens, d_model]),
+                &[Assignment {
+                    expert: &expert,
+                    rows: &rows,
+                    weights: &weights,
+                }],
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+        let identity: Vec<u32> = (0..4).collect();
+        let mut h = vec![0.0; 4 * d_ff];
+        let mut want = vec![0.0; tokens * d_model];
+        reference::qmatmul(&x, &rows, &wi, &[1.0; 4], &identity, &mut h, d_ff, 0, true);
+        reference::qmatmul(
+            &h, &identity, &wo, &weights, &rows, &mut want, d_model, 0, false,
+        );
+        close(&got, &want, &format!("{scheme:?} sparse ffn"));
+    }
+
+    let (seq, experts) = (70, 8);
+    let logits: Vec<f32> = random(2 * seq * experts).iter().map(|v| v * 4.0).collect();
+    let got = read_f32(kernels::route(&gpu, t2(logits.clone(), [2 * seq, experts]), seq).unwrap())
+        .await
+        .unwrap();
+    let want = reference::route(&logits, seq, experts);
+    for (g, r) in got
+        .chunks_exact(experts + 2)
+        .zip(want.chunks_exact(experts + 2))
+    {
+        close(&g[..experts], &r[..experts], "router probabilities");
+        assert_eq!(g[experts..], r[experts..], "router choice and position");
+    }
+}

@@ -10,13 +10,13 @@ use switchscope_core::BackendKind;
 use switchscope_core::backend;
 use switchscope_core::model::generate::{self, GenerateOptions, Sampling};
 
-use switchscope_core::model::weights::{load_converted_lazy, load_model_dir};
+use switchscope_core::model::weights::{load_converted_lazy_with, load_model_dir};
 use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchModel, TokenBatch};
 use switchscope_core::shards::convert::{ConvertOptions, Phase};
 use switchscope_core::shards::manifest::Manifest;
 use switchscope_core::shards::quant::Scheme;
 use switchscope_core::shards::report::{QuantizationReport, quantization_report};
-use switchscope_core::shards::store::ExpertStore;
+use switchscope_core::shards::store::{ExpertStore, StoreOptions};
 use switchscope_core::tensor::Device;
 use switchscope_core::tokenizer::Tokenizer;
 
@@ -168,11 +168,21 @@ fn open(args: &ModelArgs) -> Result<Opened> {
 
 /// Opens a checkpoint or converted model directory on `backend` (`cpu` or `wgpu`).
 pub(crate) fn open_model(dir: &std::path::Path, backend: &str) -> Result<Opened> {
+    open_model_with(dir, backend, StoreOptions::default())
+}
+
+/// [`open_model`] with the expert store's options (converted models).
+pub(crate) fn open_model_with(
+    dir: &std::path::Path,
+    backend: &str,
+    options: StoreOptions,
+) -> Result<Opened> {
     let kind: BackendKind = backend.parse()?;
     let device: Device = pollster::block_on(backend::gpu_device(kind))?;
     let context = || format!("loading {}", dir.display());
     if dir.join("manifest.json").is_file() {
-        let (config, model, store) = load_converted_lazy(dir, &device).with_context(context)?;
+        let (config, model, store) =
+            load_converted_lazy_with(dir, &device, options).with_context(context)?;
         return Ok((config, model, Some(store)));
     }
     let (config, model) = load_model_dir(dir, &device).with_context(context)?;

@@ -143,6 +143,17 @@ fn matrices_split_by_rows_give_the_same_product() {
         let a = read(kernels::quant_matmul(&gpu, x.clone(), &whole, false).unwrap());
         let b = read(kernels::quant_matmul(&gpu, x, &split, false).unwrap());
         assert_eq!(a, b, "{scheme:?}");
+        // the transient f32 copy used for prefill: exactly the reference's dequantization
+        assert_eq!(
+            read(split.dequantize(&gpu)),
+            q.dequantize(),
+            "{scheme:?} dequantize"
+        );
+        assert_eq!(
+            read(whole.dequantize(&gpu)),
+            q.dequantize(),
+            "{scheme:?} dequantize"
+        );
         let err = QuantMatrix::upload_split(&gpu, &q, 16).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
     }
@@ -169,7 +180,9 @@ fn sparse_ffn_gathers_runs_and_scatters_each_expert() {
                 wo: QuantMatrix::upload(&gpu, wo).unwrap(),
             })
             .collect();
-        // rows 0..23 over three experts, in no particular order; rows 5 and 17 dropped
+        // rows 0..23 over three experts, in no particular order; rows 5 and 17 dropped; the
+        // experts with 5 rows run fused, the one with 11 on a dequantized copy
+        assert!((5..11).contains(&kernels::FUSED_MAX_TOKENS));
         let rows: [Vec<u32>; 3] = [
             vec![3, 0, 9, 22, 14],
             vec![1, 2, 4, 6, 7, 8, 10, 11, 12, 13, 15],

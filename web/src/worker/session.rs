@@ -147,6 +147,8 @@ pub async fn load(
         prefetch,
         clock: Some(now_ms),
         listener: Some(Arc::new(on_shard_event)),
+        // on WebGPU, experts stay int8/int4 and run on our kernels
+        generic_experts: false,
     };
     SESSION.set(None);
     let (config, model, store) =

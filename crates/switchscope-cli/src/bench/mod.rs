@@ -7,6 +7,8 @@
 //!   and without pre-gating prefetch.
 //! - `bench speed`: encoder tokens/s and decode tokens/s of one model on one backend.
 //! - `bench growth`: time and bytes as the input grows and as experts per layer grow.
+//! - `bench kernels`: one expert's feed-forward on the GPU, our quantized kernels against
+//!   burn's quantized tensors, dequantize-then-matmul and f32.
 //! - `bench export-hf`: a converted model back to a Hugging Face checkpoint (dequantized), so
 //!   that other engines can run exactly the weights we run.
 //! - `bench random-checkpoint`: writes a random-weight Hugging Face checkpoint for a config (to
@@ -14,6 +16,7 @@
 
 mod export;
 mod growth;
+mod kernels;
 mod shards;
 mod speed;
 
@@ -36,6 +39,9 @@ pub enum BenchCommand {
     Speed(speed::SpeedArgs),
     /// Time and bytes as the input grows (16 → 512 tokens) and as experts per layer grow.
     Growth(growth::GrowthArgs),
+    /// One expert's feed-forward on the GPU: our int8/int4 kernels vs burn's quantized
+    /// tensors, dequantize-then-matmul and f32 (batch 1 and 64 tokens).
+    Kernels(kernels::KernelsArgs),
     /// Write a converted model as a Hugging Face checkpoint (experts dequantized to f32).
     ExportHf(export::ExportArgs),
     /// Write a random-weight Hugging Face checkpoint (config.json + model.safetensors).
@@ -60,6 +66,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Speed(args) => speed::run(&args),
         BenchCommand::Growth(args) => growth::run(&args),
         BenchCommand::ExportHf(args) => export::run(&args),
+        BenchCommand::Kernels(args) => kernels::run(&args),
         BenchCommand::RandomCheckpoint(args) => {
             let text = std::fs::read_to_string(&args.config)
                 .with_context(|| format!("reading {}", args.config.display()))?;

@@ -16,7 +16,7 @@ use serde::Serialize;
 use switchscope_core::model::generate::argmax;
 use switchscope_core::model::routing::read_f32;
 use switchscope_core::model::{RunOptions, SwitchConfig, SwitchModel, TokenBatch};
-use switchscope_core::shards::store::ExpertStore;
+use switchscope_core::shards::store::{ExpertStore, StoreOptions};
 use switchscope_core::tokenizer::Tokenizer;
 
 use super::{median, random_prompts};
@@ -47,6 +47,10 @@ pub struct SpeedArgs {
     /// Print one JSON object instead of a table row.
     #[arg(long)]
     json: bool,
+    /// On a GPU, run int8/int4 experts with burn's generic ops on f32 copies instead of our
+    /// quantized kernels (for comparing the two).
+    #[arg(long)]
+    generic_experts: bool,
 }
 
 /// One model's measured speed.
@@ -82,7 +86,16 @@ pub struct Opened {
 
 /// Opens `dir` (checkpoint or converted) on `backend`.
 pub fn open(dir: &Path, backend: &str) -> Result<Opened> {
-    let (config, model, store) = crate::commands::open_model(dir, backend)?;
+    open_with(dir, backend, false)
+}
+
+/// [`open`], choosing how a GPU runs quantized experts.
+pub fn open_with(dir: &Path, backend: &str, generic_experts: bool) -> Result<Opened> {
+    let options = StoreOptions {
+        generic_experts,
+        ..StoreOptions::default()
+    };
+    let (config, model, store) = crate::commands::open_model_with(dir, backend, options)?;
     Ok(Opened {
         config,
         model,
@@ -162,7 +175,7 @@ pub fn measure(
 
 pub fn run(args: &SpeedArgs) -> Result<()> {
     let started = Instant::now();
-    let m = open(&args.model, &args.backend)?;
+    let m = open_with(&args.model, &args.backend, args.generic_experts)?;
     let load_s = started.elapsed().as_secs_f64();
     let ids = if let Some(text) = &args.prompt {
         let tokenizer = Tokenizer::from_bytes(

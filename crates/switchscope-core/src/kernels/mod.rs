@@ -21,5 +21,6 @@ pub mod router;
 
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use ops::{
-    Assignment, Gpu, MAX_BINDING_BYTES, QuantExpert, QuantMatrix, quant_matmul, route, sparse_ffn,
+    Assignment, FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES, QuantExpert, QuantMatrix, quant_matmul,
+    route, sparse_ffn,
 };

@@ -15,7 +15,7 @@
 
 use std::fmt;
 
-use burn::tensor::{DType, Device, Shape, Tensor};
+use burn::tensor::{DType, Device, IndexingUpdateOp, Int, Shape, Tensor, TensorData, activation};
 use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
@@ -23,7 +23,7 @@ use cubecl::client::Client;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
-use super::qmatmul::{self, fill_zero_kernel, qmatmul_kernel};
+use super::qmatmul::{self, dequantize_kernel, fill_zero_kernel, qmatmul_kernel};
 use super::router::{self, route_kernel};
 use crate::CoreError;
 use crate::shards::quant::{Quantized, Scheme, padded_cols};
@@ -35,6 +35,11 @@ pub const MAX_BINDING_BYTES: usize = 128 << 20;
 
 /// Rows of activations one cube handles in a product (weights are read once per block).
 const TOKENS_PER_CUBE: u32 = 8;
+
+/// Up to this many tokens per expert, the fused kernel runs on the packed weights; above it
+/// (prefill), the expert is dequantized to a transient f32 copy and burn's tiled matmul runs
+/// on it, which was faster for many rows (`switchscope bench kernels`, docs/BENCHMARKS.md).
+pub const FUSED_MAX_TOKENS: usize = 8;
 
 /// A CubeCL (wgpu / WebGPU) device's compute client, on which our kernels run.
 #[derive(Clone)]
@@ -249,6 +254,41 @@ impl QuantMatrix {
         [self.rows, self.cols]
     }
 
+    /// The matrix dequantized to a new f32 tensor `[rows, cols]` (our kernel, on the device).
+    pub fn dequantize(&self, gpu: &Gpu) -> Tensor<2> {
+        let padded = padded_cols(self.cols, self.group);
+        let parts: Vec<Tensor<2>> = self
+            .parts
+            .iter()
+            .map(|part| {
+                let len = part.rows * self.cols;
+                let out = gpu.client.empty(len.max(1) * 4);
+                if len > 0 {
+                    dequantize_kernel::launch(
+                        &gpu.client,
+                        CubeCount::Static((len as u32).div_ceil(qmatmul::UNITS), 1, 1),
+                        CubeDim::new_1d(qmatmul::UNITS),
+                        // SAFETY: the part's buffers and the new output, with their element counts.
+                        unsafe {
+                            BufferArg::from_raw_parts(part.weight.clone(), part.rows * part.words)
+                        },
+                        unsafe {
+                            BufferArg::from_raw_parts(part.scales.clone(), part.rows * part.groups)
+                        },
+                        unsafe { BufferArg::from_raw_parts(out.clone(), len) },
+                        part.rows as u32,
+                        self.cols as u32,
+                        self.bits,
+                        self.group as u32,
+                        padded as u32,
+                    );
+                }
+                gpu.tensor(out, [part.rows, self.cols])
+            })
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+
     /// Launches the product (see [`qmatmul`](super::qmatmul)) on rows `n` of `x`.
     #[allow(clippy::too_many_arguments)]
     fn launch(
@@ -331,8 +371,6 @@ pub fn sparse_ffn(
     assignments: &[Assignment<'_>],
 ) -> Result<Tensor<2>, CoreError> {
     let [tokens, d_model] = x.dims();
-    let (x, x_len) = gpu.buffer(x)?;
-    let out = gpu.zeros(tokens * d_model);
     for a in assignments {
         let n = a.rows.len();
         let [d_ff, d_in] = a.expert.wi.shape();
@@ -348,9 +386,17 @@ pub fn sparse_ffn(
                 "row {bad} of an input with {tokens} rows"
             )));
         }
-        if n == 0 {
-            continue;
-        }
+    }
+    let device = x.device();
+    let (x_handle, x_len) = gpu.buffer(x.clone())?;
+    let out = gpu.zeros(tokens * d_model);
+    // few tokens: the fused kernel on the packed weights, straight into `out`
+    for a in assignments
+        .iter()
+        .filter(|a| (1..=FUSED_MAX_TOKENS).contains(&a.rows.len()))
+    {
+        let n = a.rows.len();
+        let d_ff = a.expert.wi.shape()[0];
         let rows = gpu.upload(a.rows);
         let weights = gpu.upload(a.weights);
         let ones = gpu.upload(&vec![1.0f32; n]);
@@ -358,7 +404,7 @@ pub fn sparse_ffn(
         let h = gpu.client.empty(n * d_ff * 4);
         a.expert.wi.launch(
             gpu,
-            (&x, x_len),
+            (&x_handle, x_len),
             (&rows, &ones, &identity),
             n,
             (&h, n * d_ff, d_ff),
@@ -373,7 +419,22 @@ pub fn sparse_ffn(
             false,
         );
     }
-    Ok(gpu.tensor(out, [tokens, d_model]))
+    let mut out = gpu.tensor(out, [tokens, d_model]);
+    // many tokens: a transient f32 copy of the expert and burn's matmul, scattered with burn
+    for a in assignments
+        .iter()
+        .filter(|a| a.rows.len() > FUSED_MAX_TOKENS)
+    {
+        let n = a.rows.len();
+        let index: Vec<i64> = a.rows.iter().map(|&r| i64::from(r)).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
+        let scale = Tensor::<2>::from_data(TensorData::new(a.weights.to_vec(), [n, 1]), &device);
+        let picked = x.clone().select(0, index.clone());
+        let h = activation::relu(picked.matmul(a.expert.wi.dequantize(gpu).transpose()));
+        let y = h.matmul(a.expert.wo.dequantize(gpu).transpose()) * scale;
+        out = out.select_assign(0, index, y, IndexingUpdateOp::Assign);
+    }
+    Ok(out)
 }
 
 /// A single product `x · Wᵀ` on the GPU (the kernel alone, for tests and benchmarks).

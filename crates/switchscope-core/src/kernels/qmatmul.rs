@@ -124,3 +124,37 @@ pub fn fill_zero_kernel(out: &mut [f32], len: u32) {
         out[i as usize] = 0.0f32;
     }
 }
+
+/// Dequantizes rows of a packed matrix to f32 (`out[r · cols + c]`, padding dropped): for the
+/// prefill of many tokens, where burn's tiled f32 matmul on a transient copy beats reading the
+/// packed weights once per block of rows.
+#[cube(launch)]
+pub fn dequantize_kernel(
+    weight: &[u32],
+    scales: &[f32],
+    out: &mut [f32],
+    rows: u32,
+    cols: u32,
+    #[comptime] bits: u32,
+    #[comptime] group: u32,
+    #[comptime] padded_k: u32,
+) {
+    let i = ABSOLUTE_POS_X;
+    if i < rows * cols {
+        let r = i / cols;
+        let c = i % cols;
+        let per_word = comptime!(32 / bits);
+        let words = comptime!(padded_k / (32 / bits));
+        let word = weight[(r * words + c / per_word) as usize];
+        let code = (word >> ((c % per_word) * bits)) & comptime!((1u32 << bits) - 1);
+        let mut q = f32::cast_from(code);
+        if comptime!(bits == 8) {
+            if code >= 128u32 {
+                q -= 256.0f32;
+            }
+        } else {
+            q -= 8.0f32;
+        }
+        out[i as usize] = q * scales[(r * comptime!(padded_k / group) + c / group) as usize];
+    }
+}
