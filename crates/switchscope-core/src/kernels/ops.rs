@@ -33,9 +33,6 @@ use crate::shards::quant::{Quantized, Scheme, padded_cols};
 /// are split by rows.
 pub const MAX_BINDING_BYTES: usize = 128 << 20;
 
-/// Rows of activations one cube handles in a product (weights are read once per block).
-const TOKENS_PER_CUBE: u32 = 8;
-
 /// Up to this many tokens per expert, the fused kernel runs on the packed weights; above it
 /// (prefill), the expert is dequantized to a transient f32 copy and burn's tiled matmul runs
 /// on it, which was faster for many rows (`switchscope bench kernels`, docs/BENCHMARKS.md).
@@ -180,8 +177,7 @@ impl QuantMatrix {
     /// Puts `q` on the GPU, splitting its rows so that no buffer passes `max_binding_bytes`.
     ///
     /// # Errors
-    /// [`CoreError::Input`] for an unquantized scheme, a matrix too wide for one row per
-    /// buffer, or one with more rows than a dispatch can count (65 535).
+    /// [`CoreError::Input`] for an unquantized scheme or a row wider than one buffer.
     pub fn upload_split(
         gpu: &Gpu,
         q: &Quantized,
@@ -207,7 +203,9 @@ impl QuantMatrix {
                 q.cols
             )));
         }
-        let rows_per_part = (max_binding_bytes / row_bytes).clamp(1, 65_535);
+        // a dispatch counts at most 65 535 cubes of ROWS rows
+        let rows_per_part =
+            (max_binding_bytes / row_bytes).clamp(1, 65_535 * qmatmul::ROWS as usize);
         let word_values: Vec<u32> = q
             .data
             .chunks_exact(4)
@@ -289,44 +287,77 @@ impl QuantMatrix {
         Tensor::cat(parts, 0)
     }
 
-    /// Launches the product (see [`qmatmul`](super::qmatmul)) on rows `n` of `x`.
-    #[allow(clippy::too_many_arguments)]
+    /// Launches the product (see [`qmatmul`](super::qmatmul)) on `n` rows of `x`: rows
+    /// `rows_in` (else `0..n`), written to rows `rows_out` of `out` (else `0..n`), scaled by
+    /// `row_scale` (else 1).
     fn launch(
         &self,
         gpu: &Gpu,
         (x, x_len): (&Handle, usize),
-        (rows_in, row_scale, rows_out): (&Handle, &Handle, &Handle),
         n: usize,
+        io: Io<'_>,
         (out, out_len, out_stride): (&Handle, usize, usize),
         relu: bool,
     ) {
         let padded = padded_cols(self.cols, self.group);
-        let tokens = if n == 1 { 1 } else { TOKENS_PER_CUBE };
+        let tokens = (n as u32).min(qmatmul::LANES);
         let blocks = (n as u32).div_ceil(tokens);
+        // unused bindings still need a buffer: `x` stands in (never read)
+        let index = |h: Option<&Handle>| h.map_or((x.clone(), x_len), |h| (h.clone(), n));
+        let (rows_in, rows_in_len) = index(io.rows_in);
+        let (rows_out, rows_out_len) = index(io.rows_out);
+        let (scale, scale_len) = index(io.row_scale);
         for part in &self.parts {
             qmatmul_kernel::launch(
                 &gpu.client,
-                CubeCount::Static(part.rows as u32, blocks, 1),
+                CubeCount::Static((part.rows as u32).div_ceil(qmatmul::ROWS), blocks, 1),
                 CubeDim::new_1d(qmatmul::UNITS),
                 // SAFETY: each length is the element count of the buffer the handle was created
                 // with (`x_len` and `out_len` by the caller, the index lists hold `n` values).
                 unsafe { BufferArg::from_raw_parts(x.clone(), x_len) },
-                unsafe { BufferArg::from_raw_parts(rows_in.clone(), n) },
+                unsafe { BufferArg::from_raw_parts(rows_in.clone(), rows_in_len) },
                 unsafe { BufferArg::from_raw_parts(part.weight.clone(), part.rows * part.words) },
                 unsafe { BufferArg::from_raw_parts(part.scales.clone(), part.rows * part.groups) },
-                unsafe { BufferArg::from_raw_parts(row_scale.clone(), n) },
-                unsafe { BufferArg::from_raw_parts(rows_out.clone(), n) },
+                unsafe { BufferArg::from_raw_parts(scale.clone(), scale_len) },
+                unsafe { BufferArg::from_raw_parts(rows_out.clone(), rows_out_len) },
                 unsafe { BufferArg::from_raw_parts(out.clone(), out_len) },
                 n as u32,
                 self.cols as u32,
+                part.rows as u32,
                 out_stride as u32,
                 part.first as u32,
+                io.scale_all,
                 self.bits,
                 self.group as u32,
                 padded as u32,
                 tokens,
+                self.cols % (32 / self.bits as usize) == 0,
                 relu,
+                io.rows_in.is_some(),
+                io.rows_out.is_some(),
+                io.row_scale.is_some(),
             );
+        }
+    }
+}
+
+/// The optional index lists and scales of a product.
+#[derive(Clone, Copy)]
+struct Io<'a> {
+    rows_in: Option<&'a Handle>,
+    row_scale: Option<&'a Handle>,
+    rows_out: Option<&'a Handle>,
+    /// The scale of every row when `row_scale` is `None`.
+    scale_all: f32,
+}
+
+impl Default for Io<'_> {
+    fn default() -> Self {
+        Self {
+            rows_in: None,
+            row_scale: None,
+            rows_out: None,
+            scale_all: 1.0,
         }
     }
 }
@@ -389,7 +420,21 @@ pub fn sparse_ffn(
     }
     let device = x.device();
     let (x_handle, x_len) = gpu.buffer(x.clone())?;
-    let out = gpu.zeros(tokens * d_model);
+    // rows no expert writes (dropped tokens) must read 0; when every row is written, as in
+    // most decode steps, the zero fill is skipped
+    let mut written = vec![false; tokens];
+    for a in assignments {
+        for &r in a.rows {
+            written[r as usize] = true;
+        }
+    }
+    let covered = written.iter().all(|&w| w)
+        && assignments.iter().map(|a| a.rows.len()).sum::<usize>() == tokens;
+    let out = if covered {
+        gpu.client.empty(tokens * d_model * 4)
+    } else {
+        gpu.zeros(tokens * d_model)
+    };
     // few tokens: the fused kernel on the packed weights, straight into `out`
     for a in assignments
         .iter()
@@ -397,24 +442,34 @@ pub fn sparse_ffn(
     {
         let n = a.rows.len();
         let d_ff = a.expert.wi.shape()[0];
-        let rows = gpu.upload(a.rows);
-        let weights = gpu.upload(a.weights);
-        let ones = gpu.upload(&vec![1.0f32; n]);
-        let identity = gpu.upload(&(0..n as u32).collect::<Vec<_>>());
+        // rows 0..n need no index list, one row no list of scales (a decode step: no upload)
+        let identity = a.rows.iter().zip(0u32..).all(|(&r, i)| r == i);
+        let rows = (!identity).then(|| gpu.upload(a.rows));
+        let weights = (n > 1).then(|| gpu.upload(a.weights));
         let h = gpu.client.empty(n * d_ff * 4);
+        let gather = Io {
+            rows_in: rows.as_ref(),
+            ..Io::default()
+        };
+        let scatter = Io {
+            row_scale: weights.as_ref(),
+            rows_out: rows.as_ref(),
+            scale_all: a.weights[0],
+            ..Io::default()
+        };
         a.expert.wi.launch(
             gpu,
             (&x_handle, x_len),
-            (&rows, &ones, &identity),
             n,
+            gather,
             (&h, n * d_ff, d_ff),
             true,
         );
         a.expert.wo.launch(
             gpu,
             (&h, n * d_ff),
-            (&identity, &weights, &rows),
             n,
+            scatter,
             (&out, tokens * d_model, d_model),
             false,
         );
@@ -458,15 +513,13 @@ pub fn quant_matmul(
         )));
     }
     let (x, x_len) = gpu.buffer(x)?;
-    let out = gpu.client.empty(n * w.rows * 4);
+    let out = gpu.client.empty((n * w.rows).max(1) * 4);
     if n > 0 {
-        let identity = gpu.upload(&(0..n as u32).collect::<Vec<_>>());
-        let ones = gpu.upload(&vec![1.0f32; n]);
         w.launch(
             gpu,
             (&x, x_len),
-            (&identity, &ones, &identity),
             n,
+            Io::default(),
             (&out, n * w.rows, w.rows),
             relu,
         );

@@ -1,14 +1,17 @@
 //! The quantized matrix product on the GPU, with the expert's dispatch and combine folded in.
 //!
 //! `out[rows_out[i], col_offset + j] = post(row_scale[i] · Σₖ x[rows_in[i], k] · W[j, k])`
+//! (the index lists and the per-row scale each optional: comptime `gather`, `scatter`,
+//! `scaled`; without `scaled`, every row is scaled by `scale_all`, so a decode step's single
+//! token needs no upload at all)
 //! where `W` is stored as the shards store it (`docs/FORMAT.md`): row-major `[m, padded_k]`,
 //! int8 (four values per `u32`, two's complement) or int4 (eight values per `u32`, `q + 8` in
 //! each nibble), one f32 scale per `group` values of a row; `post` is ReLU or nothing.
 //!
-//! One cube computes one output feature `j` for up to `TOKENS` rows: its 64 units walk the
-//! packed row together (adjacent units read adjacent words, so loads coalesce), each word is
-//! dequantized in registers and multiplied with the rows' activations, and the 64 partial sums
-//! of each row are reduced in shared memory. Weights are read once per block of rows; nothing
+//! One cube computes 8 output features for up to 8 activation rows: 8 units share each packed
+//! weight row (adjacent units read adjacent words), each word is dequantized in registers and
+//! multiplied with the rows' activations, and each row's 8 partial sums are reduced in shared
+//! memory (three barriers). Weights are read once per block of activation rows; nothing
 //! dequantized is ever written to memory.
 //!
 //! Gathering the tokens routed to one expert (`rows_in`) and scattering its output back to
@@ -19,8 +22,12 @@
 
 use cubecl::prelude::*;
 
-/// Units per cube. The reduction below is unrolled for this size.
+/// Units per cube: [`ROWS`] output features × [`LANES`] units each.
 pub const UNITS: u32 = 64;
+/// Output features (weight rows) per cube.
+pub const ROWS: u32 = 8;
+/// Units sharing one weight row; also the most activation rows one launch block handles.
+pub const LANES: u32 = 8;
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
@@ -34,16 +41,23 @@ pub fn qmatmul_kernel(
     out: &mut [f32],
     n: u32,
     k: u32,
+    m: u32,
     out_stride: u32,
     col_offset: u32,
+    scale_all: f32,
     #[comptime] bits: u32,
     #[comptime] group: u32,
     #[comptime] padded_k: u32,
     #[comptime] tokens: u32,
+    #[comptime] exact_k: bool,
     #[comptime] relu: bool,
+    #[comptime] gather: bool,
+    #[comptime] scatter: bool,
+    #[comptime] scaled: bool,
 ) {
     let unit = UNIT_POS;
-    let j = CUBE_POS_X;
+    let lane = unit % LANES;
+    let j = CUBE_POS_X * ROWS + unit / LANES;
     let first = CUBE_POS_Y * tokens;
     let per_word = comptime!(32 / bits);
     let words = comptime!(padded_k / (32 / bits));
@@ -55,46 +69,59 @@ pub fn qmatmul_kernel(
         partial[(t * UNITS + unit) as usize] = 0.0f32;
     }
 
-    let row_words = j * words;
-    let mut w = unit;
-    while w < words {
-        let word = weight[(row_words + w) as usize];
-        let base = w * per_word;
-        let scale = scales[(j * groups + base / group) as usize];
-        #[unroll]
-        for t in 0..tokens {
-            let i = first + t;
-            if i < n {
-                let x_row = rows_in[i as usize] * k;
-                let mut acc = 0.0f32;
-                #[unroll]
-                for v in 0..per_word {
-                    let kk = base + v;
-                    if kk < k {
-                        let code = (word >> (v * bits)) & comptime!((1u32 << bits) - 1);
-                        let mut q = f32::cast_from(code);
-                        if comptime!(bits == 8) {
-                            if code >= 128u32 {
-                                q -= 256.0f32;
-                            }
-                        } else {
-                            q -= 8.0f32;
+    // one activation row (decode) accumulates in a register
+    let mut total = 0.0f32;
+    if j < m {
+        let row_words = j * words;
+        let mut w = lane;
+        while w < words {
+            let word = weight[(row_words + w) as usize];
+            let base = w * per_word;
+            let scale = scales[(j * groups + base / group) as usize];
+            #[unroll]
+            for t in 0..tokens {
+                let i = first + t;
+                if i < n {
+                    let mut x_row = i * k;
+                    if comptime!(gather) {
+                        x_row = rows_in[i as usize] * k;
+                    }
+                    let mut acc = 0.0f32;
+                    #[unroll]
+                    for v in 0..per_word {
+                        let kk = base + v;
+                        // without `exact_k`, the row's last word may reach past `k`
+                        if comptime!(exact_k) || kk < k {
+                            let code = (word >> (v * bits)) & comptime!((1u32 << bits) - 1);
+                            // int8: two's complement; int4: stored as q + 8
+                            let q = if comptime!(bits == 8) {
+                                f32::cast_from(code) - f32::cast_from(code >> 7u32) * 256.0f32
+                            } else {
+                                f32::cast_from(code) - 8.0f32
+                            };
+                            acc += x[(x_row + kk) as usize] * q;
                         }
-                        acc += x[(x_row + kk) as usize] * q;
+                    }
+                    if comptime!(tokens == 1) {
+                        total += acc * scale;
+                    } else {
+                        partial[(t * UNITS + unit) as usize] += acc * scale;
                     }
                 }
-                partial[(t * UNITS + unit) as usize] += acc * scale;
             }
+            w += LANES;
         }
-        w += UNITS;
+    }
+    if comptime!(tokens == 1) {
+        partial[unit as usize] = total;
     }
     sync_cube();
 
-    // Tree reduction of the 64 partial sums of each row.
+    // Tree reduction of each row's LANES partial sums (every unit reaches every barrier).
     #[unroll]
-    for step in 0..6u32 {
-        let stride = comptime!(UNITS >> (step + 1));
-        if unit < stride {
+    for step in 0..3u32 {
+        let stride = comptime!(LANES >> (step + 1));
+        if lane < stride {
             #[unroll]
             for t in 0..tokens {
                 let at = (t * UNITS + unit) as usize;
@@ -104,15 +131,23 @@ pub fn qmatmul_kernel(
         sync_cube();
     }
 
-    if unit < tokens {
-        let i = first + unit;
-        if i < n {
-            let mut y = partial[(unit * UNITS) as usize] * row_scale[i as usize];
-            if comptime!(relu) {
-                y = f32::max(y, 0.0f32);
-            }
-            out[(rows_out[i as usize] * out_stride + col_offset + j) as usize] = y;
+    // lane t writes row j's result for activation row t of the block
+    let i = first + lane;
+    if j < m && lane < tokens && i < n {
+        let mut y = partial[(lane * UNITS + unit - lane) as usize];
+        if comptime!(scaled) {
+            y *= row_scale[i as usize];
+        } else {
+            y *= scale_all;
         }
+        if comptime!(relu) {
+            y = f32::max(y, 0.0f32);
+        }
+        let mut row = i;
+        if comptime!(scatter) {
+            row = rows_out[i as usize];
+        }
+        out[(row * out_stride + col_offset + j) as usize] = y;
     }
 }
 
