@@ -331,7 +331,7 @@ impl QuantMatrix {
                 self.group as u32,
                 padded as u32,
                 tokens,
-                self.cols % (32 / self.bits as usize) == 0,
+                self.cols.is_multiple_of(32 / self.bits as usize),
                 relu,
                 io.rows_in.is_some(),
                 io.rows_out.is_some(),
