@@ -11,6 +11,9 @@
 //! 4. `growth`: time and bytes as the input and the experts per layer grow, with PNG plots in
 //!    docs/bench/.
 //! 5. `coldstart`: navigation to the first generated token, cache empty and warm.
+//! 6. `kernels`: our GPU kernels against burn's quantized tensors, dequantize-then-matmul and
+//!    f32 on one expert's feed-forward, and the default model with and without them, on
+//!    lavapipe and on SwiftShader (native Vulkan drivers on the CPU).
 //!
 //! Results: `target/bench/*.json` and the Markdown tables in `target/bench/report.md`.
 
@@ -25,9 +28,16 @@ use crate::{plot, root, serve};
 
 const USAGE: &str =
     "cargo xtask bench [--runs N] [--skip-build] [--python PATH] [PART...] | --plot-only
-parts: native browser shards growth coldstart (default: all)";
+parts: native browser shards growth coldstart kernels (default: all)";
 
-const PARTS: [&str; 5] = ["native", "browser", "shards", "growth", "coldstart"];
+const PARTS: [&str; 6] = [
+    "native",
+    "browser",
+    "shards",
+    "growth",
+    "coldstart",
+    "kernels",
+];
 
 /// The default model, as shipped.
 const MODEL: &str = "public/models/switchscope-mini";
@@ -114,6 +124,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "shards" => bench.shards()?,
             "growth" => bench.growth()?,
             "coldstart" => bench.coldstart()?,
+            "kernels" => bench.kernels()?,
             _ => unreachable!("parts are checked above"),
         }
         // Written after every part, so that a long run leaves what it measured.
@@ -466,6 +477,100 @@ impl Bench {
         section.push(String::new());
         std::fs::write(
             self.out.join("browser.json"),
+            serde_json::to_string_pretty(&all)?,
+        )?;
+        self.report.push(section.join("\n"));
+        Ok(())
+    }
+
+    fn kernels(&mut self) -> Result<()> {
+        let runs = self.runs.max(15);
+        let mut section = vec![format!(
+            "## 6. Our GPU kernels\n\nMedian of {runs} runs per figure; ratios are burn's time over ours.\n"
+        )];
+        let mut all = Vec::new();
+        for (adapter, icd) in [("lavapipe", LAVAPIPE_ICD), ("SwiftShader", SWIFTSHADER_ICD)] {
+            let data = json_of(
+                self.cli()
+                    .args(["bench", "kernels", "--json", "--runs", &runs.to_string()])
+                    .env("VK_ICD_FILENAMES", icd),
+            )?;
+            section.push(format!(
+                "### One expert's feed-forward on {adapter} (`switchscope bench kernels`)\n\n\
+                 | size | tokens | ours int8 ms | ours int4 ms | burn Q8S matmul | burn Q8S dequantize + matmul | burn Q4S matmul | burn Q4S dequantize + matmul | burn f32 | int8 vs better burn Q8S path | int4 vs better burn Q4S path |\n\
+                 |---|---|---|---|---|---|---|---|---|---|---|"
+            ));
+            let points = data["points"].as_array().cloned().unwrap_or_default();
+            let mut keys: Vec<(u64, u64, u64)> = points
+                .iter()
+                .map(|p| {
+                    (
+                        p["d_model"].as_u64().unwrap_or(0),
+                        p["d_ff"].as_u64().unwrap_or(0),
+                        p["tokens"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            keys.dedup();
+            for (d_model, d_ff, tokens) in keys {
+                let ms = |method: &str| {
+                    points
+                        .iter()
+                        .find(|p| {
+                            p["method"] == method
+                                && p["d_model"] == d_model
+                                && p["d_ff"] == d_ff
+                                && p["tokens"] == tokens
+                        })
+                        .and_then(|p| p["ms"].as_f64())
+                        .unwrap_or(f64::NAN)
+                };
+                let ratio = |ours: &str, a: &str, b: &str| ms(a).min(ms(b)) / ms(ours);
+                section.push(format!(
+                    "| {d_model} × {d_ff} | {tokens} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2}× |",
+                    ms("ours int8"),
+                    ms("ours int4"),
+                    ms("burn Q8S matmul"),
+                    ms("burn Q8S dequantize + matmul"),
+                    ms("burn Q4S matmul"),
+                    ms("burn Q4S dequantize + matmul"),
+                    ms("burn f32 matmul"),
+                    ratio("ours int8", "burn Q8S matmul", "burn Q8S dequantize + matmul"),
+                    ratio("ours int4", "burn Q4S matmul", "burn Q4S dequantize + matmul"),
+                ));
+            }
+            section.push(String::new());
+            // the default model, with our kernels and with burn's generic path
+            let ours = self.speed(Path::new(MODEL), "wgpu", Some(icd), &["--new-tokens", "16"])?;
+            let generic = self.speed(
+                Path::new(MODEL),
+                "wgpu",
+                Some(icd),
+                &["--new-tokens", "16", "--generic-experts"],
+            )?;
+            section.push(format!(
+                "### The default model on {adapter} (`switchscope bench speed --backend wgpu`)\n\n\
+                 | experts | encoder ms | decode tokens/s | same tokens |\n|---|---|---|---|\n\
+                 | int8 on our kernels | {:.1} | {:.2} | {} |\n\
+                 | dequantized to f32, burn's ops (`--generic-experts`) | {:.1} | {:.2} | |\n",
+                num(&ours, "encoder_ms"),
+                num(&ours, "decode_tokens_per_s"),
+                if ours["output_ids"] == generic["output_ids"] {
+                    "yes"
+                } else {
+                    "no"
+                },
+                num(&generic, "encoder_ms"),
+                num(&generic, "decode_tokens_per_s"),
+            ));
+            all.push(serde_json::json!({
+                "adapter": adapter,
+                "kernels": data,
+                "model": { "ours": ours, "generic": generic },
+            }));
+        }
+        std::fs::write(
+            self.out.join("kernels.json"),
             serde_json::to_string_pretty(&all)?,
         )?;
         self.report.push(section.join("\n"));
