@@ -159,6 +159,38 @@ fn matrices_split_by_rows_give_the_same_product() {
     }
 }
 
+/// Where the adapter has `shader-f16` (lavapipe does; SwiftShader, behind the browser tests,
+/// does not), scales that are exactly f16 values, as the shards store them, stay f16 on the
+/// device: less memory, and bit for bit the same results as f32 scales.
+#[test]
+fn f16_scales_where_exact_give_identical_results() {
+    let (device, gpu) = gpu();
+    assert!(gpu.has_f16(), "lavapipe offers shader-f16: {gpu:?}");
+    let gpu32 = gpu.clone().with_f16(false);
+    assert!(!gpu32.has_f16());
+    let mut rng = Rng(0x5EED_0006);
+    for scheme in [Scheme::Int8, Scheme::Int4] {
+        let mut q = random_matrix(&mut rng, 70, 100, scheme, 32);
+        for s in &mut q.scales {
+            *s = half::f16::from_f32(*s).to_f32();
+        }
+        let a = QuantMatrix::upload(&gpu, &q).unwrap();
+        let b = QuantMatrix::upload(&gpu32, &q).unwrap();
+        assert!(a.half_scales() && !b.half_scales(), "{scheme:?}");
+        assert!(a.device_bytes() < b.device_bytes());
+        for n in [1, 5, 13] {
+            let x = tensor(rng.values(n * 100), [n, 100], &device);
+            let with_f16 = read(kernels::quant_matmul(&gpu, x.clone(), &a, true).unwrap());
+            let with_f32 = read(kernels::quant_matmul(&gpu32, x, &b, true).unwrap());
+            assert_eq!(with_f16, with_f32, "{scheme:?} n{n}");
+        }
+        assert_eq!(read(a.dequantize(&gpu)), q.dequantize());
+        // scales that are not f16 values stay f32
+        let other = random_matrix(&mut rng, 70, 100, scheme, 32);
+        assert!(!QuantMatrix::upload(&gpu, &other).unwrap().half_scales());
+    }
+}
+
 #[test]
 fn sparse_ffn_gathers_runs_and_scatters_each_expert() {
     let (device, gpu) = gpu();

@@ -7,8 +7,10 @@
 //!   folded into the same launch; two launches make an expert's feed-forward.
 //! - [`router`](router/index.html): softmax, top-1 and expert capacity for whole sequences.
 //!
-//! `ops` launches them on burn tensors. f32 arithmetic throughout: WebGPU's `shader-f16` is
-//! missing on SwiftShader and many devices, and the weights are int8/int4 with f32 scales.
+//! `ops` launches them on burn tensors. Arithmetic is f32 on every adapter (SwiftShader and many
+//! devices have no `shader-f16`, and the model's activations are f32). Where the adapter has
+//! `shader-f16` (lavapipe does), the scales stay f16 on the device as the shards store them
+//! (exact f16 values only, so results are bit for bit those of f32 scales); elsewhere f32.
 
 pub mod reference;
 

@@ -20,6 +20,8 @@ use burn_cubecl::CubeBackend;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::client::Client;
+use cubecl::features::TypeUsage;
+use cubecl::ir::{ElemType, FloatKind};
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 
@@ -38,11 +40,26 @@ pub const MAX_BINDING_BYTES: usize = 128 << 20;
 /// on it, which was faster for many rows (`switchscope bench kernels`, docs/BENCHMARKS.md).
 pub const FUSED_MAX_TOKENS: usize = 8;
 
+/// Runs `$body` with `$S` the scales' element type: `half::f16` when `$half`, else `f32`.
+macro_rules! with_scales {
+    ($half:expr, $S:ident => $body:expr) => {
+        if $half {
+            type $S = half::f16;
+            $body
+        } else {
+            type $S = f32;
+            $body
+        }
+    };
+}
+
 /// A CubeCL (wgpu / WebGPU) device's compute client, on which our kernels run.
 #[derive(Clone)]
 pub struct Gpu {
     client: Client,
     device: cubecl::Device,
+    /// Whether scales may be kept in f16 (the adapter has `shader-f16`).
+    f16: bool,
 }
 
 impl fmt::Debug for Gpu {
@@ -58,10 +75,35 @@ impl Gpu {
     pub fn of(device: &Device) -> Option<Self> {
         let probe = Tensor::<1>::zeros([1], device);
         let t = probe.try_into_primitive::<CubeBackend>().ok()?;
+        let f16 = t
+            .client
+            .properties()
+            .type_usage(ElemType::Float(FloatKind::F16))
+            .is_superset(TypeUsage::Buffer | TypeUsage::Conversion);
         Some(Self {
             client: t.client,
             device: t.device,
+            f16,
         })
+    }
+
+    /// Whether this adapter keeps scales in f16 (`shader-f16`; SwiftShader has not).
+    pub fn has_f16(&self) -> bool {
+        self.f16
+    }
+
+    /// The same device with f16 scales allowed or not (to compare the two paths).
+    #[must_use]
+    pub fn with_f16(mut self, allowed: bool) -> Self {
+        self.f16 = allowed && self.has_f16_support();
+        self
+    }
+
+    fn has_f16_support(&self) -> bool {
+        self.client
+            .properties()
+            .type_usage(ElemType::Float(FloatKind::F16))
+            .is_superset(TypeUsage::Buffer | TypeUsage::Conversion)
     }
 
     fn upload<T: bytemuck_free::Pod>(&self, values: &[T]) -> Handle {
@@ -135,6 +177,8 @@ mod bytemuck_free {
 
 /// Part of a quantized matrix: output rows `first..first + rows`, in one buffer each.
 struct Part {
+    /// Scales stored as f16 (else f32).
+    half: bool,
     first: usize,
     rows: usize,
     weight: Handle,
@@ -211,16 +255,31 @@ impl QuantMatrix {
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        // f16 scales only where that loses nothing: every scale is exactly an f16
+        let half = gpu.f16
+            && q.scales
+                .iter()
+                .all(|&s| half::f16::from_f32(s).to_f32().to_bits() == s.to_bits());
         let mut parts = Vec::new();
         let mut first = 0;
         while first < q.rows {
             let rows = rows_per_part.min(q.rows - first);
+            let scales = &q.scales[first * groups..(first + rows) * groups];
             parts.push(Part {
+                half,
                 first,
                 rows,
                 weight: gpu.upload(&word_values[first * words..(first + rows) * words]),
                 words,
-                scales: gpu.upload(&q.scales[first * groups..(first + rows) * groups]),
+                scales: if half {
+                    let bytes: Vec<u8> = scales
+                        .iter()
+                        .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
+                        .collect();
+                    gpu.client.create_from_slice(&bytes)
+                } else {
+                    gpu.upload(scales)
+                },
                 groups,
             });
             first += rows;
@@ -238,8 +297,13 @@ impl QuantMatrix {
     pub fn device_bytes(&self) -> u64 {
         self.parts
             .iter()
-            .map(|p| (p.rows * (p.words + p.groups) * 4) as u64)
+            .map(|p| (p.rows * (p.words * 4 + p.groups * if p.half { 2 } else { 4 })) as u64)
             .sum()
+    }
+
+    /// Whether its scales are kept in f16.
+    pub fn half_scales(&self) -> bool {
+        self.parts.iter().all(|p| p.half)
     }
 
     /// How many buffers it is split into.
@@ -262,7 +326,7 @@ impl QuantMatrix {
                 let len = part.rows * self.cols;
                 let out = gpu.client.empty(len.max(1) * 4);
                 if len > 0 {
-                    dequantize_kernel::launch(
+                    with_scales!(part.half, S => dequantize_kernel::launch::<S>(
                         &gpu.client,
                         CubeCount::Static((len as u32).div_ceil(qmatmul::UNITS), 1, 1),
                         CubeDim::new_1d(qmatmul::UNITS),
@@ -279,7 +343,7 @@ impl QuantMatrix {
                         self.bits,
                         self.group as u32,
                         padded as u32,
-                    );
+                    ));
                 }
                 gpu.tensor(out, [part.rows, self.cols])
             })
@@ -308,7 +372,7 @@ impl QuantMatrix {
         let (rows_out, rows_out_len) = index(io.rows_out);
         let (scale, scale_len) = index(io.row_scale);
         for part in &self.parts {
-            qmatmul_kernel::launch(
+            with_scales!(part.half, S => qmatmul_kernel::launch::<S>(
                 &gpu.client,
                 CubeCount::Static((part.rows as u32).div_ceil(qmatmul::ROWS), blocks, 1),
                 CubeDim::new_1d(qmatmul::UNITS),
@@ -336,7 +400,7 @@ impl QuantMatrix {
                 io.rows_in.is_some(),
                 io.rows_out.is_some(),
                 io.row_scale.is_some(),
-            );
+            ));
         }
     }
 }

@@ -18,6 +18,10 @@
 //! their places with the routing weight (`rows_out`, `row_scale`) happen inside the same
 //! kernel, so a sparse layer needs no extra passes and no host round trip per token.
 //!
+//! Scales are read as `S`: f16 where the adapter has `shader-f16` and every scale is exactly an
+//! f16 (the shards store them so), f32 otherwise; arithmetic is f32 either way, so both give the
+//! same results.
+//!
 //! The CPU reference is [`super::reference::qmatmul`].
 
 use cubecl::prelude::*;
@@ -31,11 +35,11 @@ pub const LANES: u32 = 8;
 
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
-pub fn qmatmul_kernel(
+pub fn qmatmul_kernel<S: Float>(
     x: &[f32],
     rows_in: &[u32],
     weight: &[u32],
-    scales: &[f32],
+    scales: &[S],
     row_scale: &[f32],
     rows_out: &[u32],
     out: &mut [f32],
@@ -77,7 +81,7 @@ pub fn qmatmul_kernel(
         while w < words {
             let word = weight[(row_words + w) as usize];
             let base = w * per_word;
-            let scale = scales[(j * groups + base / group) as usize];
+            let scale = f32::cast_from(scales[(j * groups + base / group) as usize]);
             #[unroll]
             for t in 0..tokens {
                 let i = first + t;
@@ -164,9 +168,9 @@ pub fn fill_zero_kernel(out: &mut [f32], len: u32) {
 /// prefill of many tokens, where burn's tiled f32 matmul on a transient copy beats reading the
 /// packed weights once per block of rows.
 #[cube(launch)]
-pub fn dequantize_kernel(
+pub fn dequantize_kernel<S: Float>(
     weight: &[u32],
-    scales: &[f32],
+    scales: &[S],
     out: &mut [f32],
     rows: u32,
     cols: u32,
@@ -190,6 +194,7 @@ pub fn dequantize_kernel(
         } else {
             q -= 8.0f32;
         }
-        out[i as usize] = q * scales[(r * comptime!(padded_k / group) + c / group) as usize];
+        out[i as usize] =
+            q * f32::cast_from(scales[(r * comptime!(padded_k / group) + c / group) as usize]);
     }
 }
