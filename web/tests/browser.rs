@@ -222,19 +222,7 @@ async fn our_kernels_on_webgpu_match_their_references() {
                 read_f32(kernels::quant_matmul(&gpu, t2(x.clone(), [n, cols]), &w, true).unwrap())
                     .await
                     .unwrap();
-            let identity: Vec<u32> = (0..n as u32).collect();
-            let mut want = vec![0.0; n * rows];
-            reference::qmatmul(
-                &x,
-                &identity,
-                &q,
-                &vec![1.0; n],
-                &identity,
-                &mut want,
-                rows,
-                0,
-                true,
-            );
+            let want = reference::matmul(&x, n, &q, true);
             close(&got, &want, &format!("{scheme:?} {rows}x{cols} n{n}"));
         }
 
@@ -262,13 +250,8 @@ async fn our_kernels_on_webgpu_match_their_references() {
         )
         .await
         .unwrap();
-        let identity: Vec<u32> = (0..4).collect();
-        let mut h = vec![0.0; 4 * d_ff];
         let mut want = vec![0.0; tokens * d_model];
-        reference::qmatmul(&x, &rows, &wi, &[1.0; 4], &identity, &mut h, d_ff, 0, true);
-        reference::qmatmul(
-            &h, &identity, &wo, &weights, &rows, &mut want, d_model, 0, false,
-        );
+        reference::expert(&x, &rows, &weights, &wi, &wo, &mut want);
         close(&got, &want, &format!("{scheme:?} sparse ffn"));
     }
 

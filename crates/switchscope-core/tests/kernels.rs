@@ -104,19 +104,7 @@ fn quantized_matmul_matches_reference() {
                     kernels::quant_matmul(&gpu, tensor(x.clone(), [n, cols], &device), &w, relu)
                         .unwrap(),
                 );
-                let mut want = vec![0.0; n * rows];
-                let identity: Vec<u32> = (0..n as u32).collect();
-                reference::qmatmul(
-                    &x,
-                    &identity,
-                    &q,
-                    &vec![1.0; n],
-                    &identity,
-                    &mut want,
-                    rows,
-                    0,
-                    relu,
-                );
+                let want = reference::matmul(&x, n, &q, relu);
                 assert_close(
                     &got,
                     &want,
@@ -244,31 +232,7 @@ fn sparse_ffn_gathers_runs_and_scatters_each_expert() {
 
         let mut want = vec![0.0; tokens * d_model];
         for e in 0..3 {
-            let n = rows[e].len();
-            let identity: Vec<u32> = (0..n as u32).collect();
-            let mut h = vec![0.0; n * d_ff];
-            reference::qmatmul(
-                &x,
-                &rows[e],
-                &qs[e].0,
-                &vec![1.0; n],
-                &identity,
-                &mut h,
-                d_ff,
-                0,
-                true,
-            );
-            reference::qmatmul(
-                &h,
-                &identity,
-                &qs[e].1,
-                &weights[e],
-                &rows[e],
-                &mut want,
-                d_model,
-                0,
-                false,
-            );
+            reference::expert(&x, &rows[e], &weights[e], &qs[e].0, &qs[e].1, &mut want);
         }
         assert_close(&got, &want, &format!("{scheme:?} sparse ffn"));
         for dropped in [5, 16, 17, 18, 20, 21] {

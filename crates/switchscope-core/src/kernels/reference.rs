@@ -38,6 +38,51 @@ pub fn qmatmul(
     }
 }
 
+/// `x · Wᵀ` (then ReLU when `relu`) on all `n` rows of `x`: [`qmatmul`] without index lists.
+pub fn matmul(x: &[f32], n: usize, q: &Quantized, relu: bool) -> Vec<f32> {
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let mut out = vec![0.0; n * q.rows];
+    qmatmul(
+        x,
+        &identity,
+        q,
+        &vec![1.0; n],
+        &identity,
+        &mut out,
+        q.rows,
+        0,
+        relu,
+    );
+    out
+}
+
+/// One expert's contribution to a sparse layer's output `[tokens, d_model]` (`out`, added
+/// in place): `weights[i] · wo · relu(wi · x[rows[i]])` written to row `rows[i]`.
+pub fn expert(
+    x: &[f32],
+    rows: &[u32],
+    weights: &[f32],
+    wi: &Quantized,
+    wo: &Quantized,
+    out: &mut [f32],
+) {
+    let n = rows.len();
+    let identity: Vec<u32> = (0..n as u32).collect();
+    let mut h = vec![0.0; n * wi.rows];
+    qmatmul(
+        x,
+        rows,
+        wi,
+        &vec![1.0; n],
+        &identity,
+        &mut h,
+        wi.rows,
+        0,
+        true,
+    );
+    qmatmul(&h, &identity, wo, weights, rows, out, wo.rows, 0, false);
+}
+
 /// The router's decision for every sequence of `logits` (`[batch · seq, experts]`): per token
 /// `experts + 2` values, as [`super::route`] returns them: the softmax probabilities, the
 /// chosen expert and its 1-based position among the sequence's tokens that chose it.

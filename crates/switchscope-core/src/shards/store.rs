@@ -30,20 +30,18 @@ pub fn decode_matrix(
     bytes: &[u8],
     matrix: &str,
 ) -> Result<(Vec<f32>, [usize; 2]), CoreError> {
-    let tensors = parse_bytes(bytes).map_err(|reason| CoreError::Shard {
-        file: file.to_owned(),
-        reason,
-    })?;
-    let c = &manifest.config;
-    let shape = if matrix == "wi" {
-        [c.d_ff, c.d_model]
-    } else {
-        [c.d_model, c.d_ff]
-    };
-    let q = &manifest.quantization;
-    let get = |name: &str| tensors.get(name).map(|(info, raw)| (info.clone(), *raw));
-    let data = decode_stored(file, matrix, shape, q.experts, q.group_size, &get)?;
-    Ok((data, shape))
+    with_matrix(
+        manifest,
+        file,
+        bytes,
+        matrix,
+        |shape, scheme, group, get| {
+            Ok((
+                decode_stored(file, matrix, shape, scheme, group, get)?,
+                shape,
+            ))
+        },
+    )
 }
 
 /// Reads one quantized matrix (`wi` or `wo`) of an expert shard as stored, `[rows, cols]`.
@@ -56,6 +54,24 @@ pub fn quantized_matrix(
     bytes: &[u8],
     matrix: &str,
 ) -> Result<Quantized, CoreError> {
+    with_matrix(
+        manifest,
+        file,
+        bytes,
+        matrix,
+        |shape, scheme, group, get| stored_quantized(file, matrix, shape, scheme, group, get),
+    )
+}
+
+/// Parses an expert shard and calls `read` with matrix `matrix`'s shape, the manifest's
+/// scheme and group size, and a lookup of the shard's tensors.
+fn with_matrix<T>(
+    manifest: &Manifest,
+    file: &str,
+    bytes: &[u8],
+    matrix: &str,
+    read: impl FnOnce([usize; 2], Scheme, usize, FindTensor<'_, '_>) -> Result<T, CoreError>,
+) -> Result<T, CoreError> {
     let tensors = parse_bytes(bytes).map_err(|reason| CoreError::Shard {
         file: file.to_owned(),
         reason,
@@ -68,7 +84,7 @@ pub fn quantized_matrix(
     };
     let q = &manifest.quantization;
     let get = |name: &str| tensors.get(name).map(|(info, raw)| (info.clone(), *raw));
-    stored_quantized(file, matrix, shape, q.experts, q.group_size, &get)
+    read(shape, q.experts, q.group_size, &get)
 }
 
 /// Finds a stored tensor's header entry and bytes by name.
