@@ -391,3 +391,42 @@ fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
         }
     }
 }
+
+/// A sequence longer than the router kernel takes (1024 tokens) is routed on the host and its
+/// experts still run on the kernels: the same routing as burn's generic path.
+#[test]
+fn sequences_longer_than_the_router_kernel_still_run() {
+    use std::path::Path;
+    use switchscope_core::kernels::router::MAX_SEQ;
+    use switchscope_core::model::weights::load_converted_lazy_with;
+    use switchscope_core::model::{RunOptions, TokenBatch};
+    use switchscope_core::shards::store::StoreOptions;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/models/switchscope-mini");
+    let (device, _) = gpu();
+    let len = MAX_SEQ as usize + 40;
+    let mut ids: Vec<u32> = (0..len as u32 - 1).map(|i| 3 + (i * 7919) % 5000).collect();
+    ids.push(1);
+    let encode = |generic_experts: bool| {
+        let (config, model, store) = load_converted_lazy_with(
+            &dir,
+            &device,
+            StoreOptions {
+                generic_experts,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(store.kernels().is_some(), !generic_experts);
+        let input = TokenBatch::new(std::slice::from_ref(&ids), 0).unwrap();
+        let encoded =
+            pollster::block_on(model.encode(&config, &input, RunOptions::default())).unwrap();
+        encoded.routing[0]
+            .iter()
+            .map(|l| l.expert.clone())
+            .collect::<Vec<_>>()
+    };
+    let ours = encode(false);
+    assert_eq!(ours[0].len(), len);
+    assert_eq!(ours, encode(true));
+}

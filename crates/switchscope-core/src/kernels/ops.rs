@@ -75,16 +75,12 @@ impl Gpu {
     pub fn of(device: &Device) -> Option<Self> {
         let probe = Tensor::<1>::zeros([1], device);
         let t = probe.try_into_primitive::<CubeBackend>().ok()?;
-        let f16 = t
-            .client
-            .properties()
-            .type_usage(ElemType::Float(FloatKind::F16))
-            .is_superset(TypeUsage::Buffer | TypeUsage::Conversion);
-        Some(Self {
+        let gpu = Self {
             client: t.client,
             device: t.device,
-            f16,
-        })
+            f16: false,
+        };
+        Some(gpu.with_f16(true))
     }
 
     /// Whether this adapter keeps scales in f16 (`shader-f16`; SwiftShader has not).

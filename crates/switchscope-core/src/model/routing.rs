@@ -136,14 +136,18 @@ impl SparseMlp {
         let kernels = self
             .lazy
             .as_ref()
-            .and_then(|lazy| lazy.store.kernels().cloned())
-            .filter(|_| s <= crate::kernels::router::MAX_SEQ as usize);
+            .and_then(|lazy| lazy.store.kernels().cloned());
 
         // the router's decision, per sequence: (expert or −1, chosen, weight, probabilities)
         let logits = self.router.logits(x.clone());
         let mut decisions: Vec<Decision> = Vec::with_capacity(b);
         #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-        if let Some(gpu) = &kernels {
+        // (the router kernel takes sequences up to its shared memory's size; longer ones are
+        // decided on the host, their experts still run on the kernels)
+        if let Some(gpu) = kernels
+            .as_ref()
+            .filter(|_| s <= crate::kernels::router::MAX_SEQ as usize)
+        {
             let decided = crate::kernels::route(gpu, logits.clone().reshape([b * s, experts]), s)?;
             let host = read_f32(decided).await?;
             for seq in host.chunks_exact(s * (experts + 2)) {
