@@ -317,6 +317,27 @@ fn router_kernel_matches_reference() {
     assert!(err.to_string().contains("sequences"), "{err}");
 }
 
+/// A converted model loaded lazily on `device` as the app loads it, with our kernels or with
+/// burn's generic path (`generic_experts`).
+fn open_shipped(
+    dir: &std::path::Path,
+    device: &Device,
+    generic_experts: bool,
+) -> (
+    switchscope_core::model::SwitchConfig,
+    switchscope_core::model::SwitchModel,
+    std::sync::Arc<switchscope_core::shards::store::ExpertStore>,
+) {
+    let options = switchscope_core::shards::store::StoreOptions {
+        generic_experts,
+        ..Default::default()
+    };
+    let (config, model, store) =
+        switchscope_core::model::weights::load_converted_lazy_with(dir, device, options).unwrap();
+    assert_eq!(store.kernels().is_some(), !generic_experts);
+    (config, model, store)
+}
+
 /// The shipped model (int8 experts) and its int4 variant, loaded lazily on wgpu as the app
 /// loads them: with our kernels (the default) and with burn's generic path (experts
 /// dequantized to f32), the routing of every token in every sparse layer and the greedy
@@ -325,8 +346,6 @@ fn router_kernel_matches_reference() {
 fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
     use std::path::Path;
     use switchscope_core::model::generate::GenerateOptions;
-    use switchscope_core::model::weights::load_converted_lazy_with;
-    use switchscope_core::shards::store::StoreOptions;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let reference: serde_json::Value = serde_json::from_str(
@@ -349,16 +368,7 @@ fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
     for variant in ["switchscope-mini", "switchscope-mini-int4"] {
         let dir = root.join("public/models").join(variant);
         let run = |generic_experts: bool, input: &[u32]| {
-            let (config, model, store) = load_converted_lazy_with(
-                &dir,
-                &device,
-                StoreOptions {
-                    generic_experts,
-                    ..StoreOptions::default()
-                },
-            )
-            .unwrap();
-            assert_eq!(store.kernels().is_some(), !generic_experts);
+            let (config, model, store) = open_shipped(&dir, &device, generic_experts);
             let g = pollster::block_on(
                 model.generate(&config, input, &options, |_| std::future::ready(true)),
             )
@@ -398,9 +408,7 @@ fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
 fn sequences_longer_than_the_router_kernel_still_run() {
     use std::path::Path;
     use switchscope_core::kernels::router::MAX_SEQ;
-    use switchscope_core::model::weights::load_converted_lazy_with;
     use switchscope_core::model::{RunOptions, TokenBatch};
-    use switchscope_core::shards::store::StoreOptions;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/models/switchscope-mini");
     let (device, _) = gpu();
@@ -408,16 +416,7 @@ fn sequences_longer_than_the_router_kernel_still_run() {
     let mut ids: Vec<u32> = (0..len as u32 - 1).map(|i| 3 + (i * 7919) % 5000).collect();
     ids.push(1);
     let encode = |generic_experts: bool| {
-        let (config, model, store) = load_converted_lazy_with(
-            &dir,
-            &device,
-            StoreOptions {
-                generic_experts,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(store.kernels().is_some(), !generic_experts);
+        let (config, model, _) = open_shipped(&dir, &device, generic_experts);
         let input = TokenBatch::new(std::slice::from_ref(&ids), 0).unwrap();
         let encoded =
             pollster::block_on(model.encode(&config, &input, RunOptions::default())).unwrap();
