@@ -13,22 +13,21 @@
 # Environment:
 #   PYTHON        the Python with tools/model/requirements.txt installed      (default: python3)
 #   SWITCHSCOPE   how to run the CLI       (default: cargo run --release -p switchscope-cli --)
-#   PHASE1_ARGS   arguments of the first training phase (from scratch; default: the shipped
-#                 model's, with the cool-down its --deadline caused replayed)
-#   PHASE2_ARGS   arguments of the second phase (continues the first with Switch's load-balancing
-#                 coefficient; default: the shipped model's); PHASE2_ARGS=none skips it
+#   PHASE1_ARGS   arguments of the training run (from scratch; default: the shipped model's)
+#   PHASE2_ARGS   arguments of an optional second run that continues the first one's weights
+#                 (default: none, the shipped model is one run)
 # Intermediate files (corpus, checkpoint) go to tools/model/work/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 PYTHON=${PYTHON:-python3}
 SWITCHSCOPE=${SWITCHSCOPE:-cargo run --release -p switchscope-cli --}
-PHASE1_ARGS=${PHASE1_ARGS:---tokens 11000000 --threads 1 --cooldown-at 2082 --cooldown-steps 260}
-PHASE2_ARGS=${PHASE2_ARGS:---data-seed 1235 --tokens 40000000 --lr 1.5e-3 --warmup 100 --router-aux-coef 0.01 --threads 1 --cooldown-at 2284 --cooldown-steps 285}
+PHASE1_ARGS=${PHASE1_ARGS:---optimizer adamw-rms --lr 2e-2 --batch-size 64 --warmup 150 --tokens 27000000 --router-aux-coef 0.01 --threads 2}
+PHASE2_ARGS=${PHASE2_ARGS:-none}
 WORK=tools/model/work
 MODEL=public/models/switchscope-mini
 
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 $PYTHON tools/model/fetch_corpus.py --work "$WORK"
 $PYTHON tools/model/train_tokenizer.py --work "$WORK"

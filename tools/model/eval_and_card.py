@@ -441,6 +441,12 @@ def main() -> int:
           f"**{p['raw_tokens_seen']:,}** corpus tokens in {p['steps']:,} steps"
           + (f" ({p['stopped_early']})" if p.get("stopped_early") else "")
           + f", {p['wall_seconds'] / 60:.0f} min on 2 CPU cores shared with other work ({p['tokens_per_second']:.0f} tokens/s).")
+    if any(p.get("optimizer", "").startswith("AdamW") and "RMS" in p.get("optimizer", "") for p in phases):
+        w("- Why steps scaled by each tensor's RMS: T5's attention has no 1/√d_kv factor, so its query and key "
+          "weights start small (std (d_model·d_kv)^-½ ≈ 0.013) and one learning rate for every tensor moves them far "
+          "too fast. In trials of 250 steps × 32 sequences (1.07 M tokens) from the same start, held-out "
+          "cross-entropy (first 256 chunks) was 5.29 with plain AdamW at 2e-3, 5.06 with Adafactor at 1e-2 and "
+          "4.93 with RMS-scaled AdamW at 2e-2; plain AdamW needed 8.5 M tokens for 4.88.")
     w(f"- Router weights initialised with {info['router_init']} (as in Switch; transformers' default std 1 starts "
       f"with nearly hard routing); model seed {info['seed']}.")
     w(f"- Tokens seen in all: **{total_tokens:,}**, about "
@@ -504,19 +510,15 @@ def main() -> int:
     enc_drop = sum(l["dropped"] for l in stats if l["stack"] == "encoder") / max(1, sum(l["tokens"] for l in stats if l["stack"] == "encoder"))
     top_share = {f"{l['stack']} {l['block']}": max(e["share"] for e in l["experts"]) for l in stats}
     w("## Limitations\n")
-    w(f"- **Undertrained.** {total_tokens / 1e6:.0f} M tokens on a shared 2-core CPU are far too few for span "
-      f"corruption, which only learns from the 15 % of tokens it masks: the held-out cross-entropy ({loss_f32['ce']:.3f}) "
-      f"is only {baseline - loss_f32['ce']:.2f} nats below that of word frequencies alone ({baseline:.3f}: a predictor "
-      "that knows every sentinel and the end of sequence and guesses each masked token by its frequency in the "
-      "training split), and most fill-ins are punctuation, a frequent word (`the`, `of`, `.`) or "
-      "indentation rather than the missing word. The routing specialises by source (above); the text it produces "
-      "is not useful. A much longer run (hundreds of millions of tokens, i.e. a GPU or days of CPU) is the "
-      "improvement that matters; the second phase (Switch's load-balancing coefficient) bought "
-      f"{phases[0]['held_out']['ce'] - loss_f32['ce']:.3f} nats and balanced the experts (load-balancing loss "
-      f"{phases[0]['held_out']['aux_loss']:.2f} → {info['held_out']['aux_loss']:.2f}, 2.0 is perfect)."
-      if len(phases) > 1 else
-      f"- **Undertrained.** {total_tokens / 1e6:.0f} M tokens on a shared 2-core CPU are far too few for span "
-      "corruption: most fill-ins are punctuation or a frequent word rather than the missing word.")
+    held_fills = [f for f in fills if f["kind"] == "held-out"]
+    exact = sum(1 for f in held_fills if f["shipped"].strip() == (f["masked"] or "").strip(" ,.;:"))
+    w(f"- **Small and briefly trained.** {total_tokens / 1e6:.0f} M tokens on a 2-core CPU: the held-out "
+      f"cross-entropy ({loss_f32['ce']:.3f}) is {baseline - loss_f32['ce']:.2f} nats below that of word frequencies "
+      f"alone ({baseline:.3f}: a predictor that knows every sentinel and the end of sequence and guesses each masked "
+      "token by its frequency in the training split). It fills in frequent words and phrases of its sources in the "
+      f"right language and form, but finds the exact masked word in only {exact} of the {len(held_fills)} held-out "
+      "examples above; rarer words, numbers and code names are usually wrong. A much longer run (hundreds of "
+      "millions of tokens, i.e. a GPU or days of CPU) is the improvement that matters.")
     w(f"- **Routing balance.** The busiest expert takes "
       + ", ".join(f"{v * 100:.0f} % ({k})" for k, v in top_share.items())
       + f" of the routed tokens (an even share is {100 / cfg.num_experts:.1f} %). On 128-token training sequences "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train switchscope-mini: a small Switch Transformer (HF architecture) on T5 span corruption.
 
-    python tools/model/train.py [--work tools/model/work] [--tokens 11000000] [--deadline UNIX_TIME]
+    python tools/model/train.py [--work tools/model/work] [--tokens 27000000] [--deadline UNIX_TIME]
 
 Reads WORK/corpus/{train,eval}.jsonl and WORK/tokenizer.json; writes
   WORK/tokens.npz          the tokenized corpus (cache; rebuilt when missing)
@@ -183,12 +183,11 @@ def evaluate(model, data: dict, vocab_size: int, batch_size: int, max_chunks: in
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=HERE / "work")
-    ap.add_argument("--tokens", type=int, default=11_000_000, help="raw (uncorrupted) tokens to train on")
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--tokens", type=int, default=27_000_000, help="raw (uncorrupted) tokens to train on")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-2, help="peak learning rate (before the RMS scaling of adamw-rms)")
     ap.add_argument("--warmup", type=int, default=150)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (1 was fastest on a 2-core machine shared with other work)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--max-steps", type=int, default=0, help="stop early (speed trials); keeps the schedule")
     ap.add_argument("--deadline", type=float, default=0,
@@ -197,8 +196,13 @@ def main() -> int:
                          "steps and training stops; train_info.json records the step, which --cooldown-at replays")
     ap.add_argument("--cooldown-at", type=int, default=0, help="start the cool-down at this step (replay)")
     ap.add_argument("--cooldown-steps", type=int, default=0, help="cool-down length (default: max(100, step/8))")
-    ap.add_argument("--router-aux-coef", type=float, default=0.001,
-                    help="load-balancing loss coefficient (the shipped model: 0.001; Switch used 0.01)")
+    ap.add_argument("--router-aux-coef", type=float, default=0.01,
+                    help="load-balancing loss coefficient (Switch's 0.01)")
+    ap.add_argument("--optimizer", choices=["adamw", "adamw-rms", "adafactor"], default="adamw-rms",
+                    help="adamw: AdamW with one learning rate; adamw-rms: AdamW whose step for each weight matrix "
+                         "is scaled by that matrix's RMS (at least 1e-3), like Adafactor's parameter scaling, which "
+                         "suits T5's unscaled attention; adafactor: transformers' Adafactor with parameter scaling")
+    ap.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step (gradient accumulation)")
     ap.add_argument("--out", type=Path, default=None, help="default WORK/hf")
     ap.add_argument("--init-from", type=Path, default=None,
                     help="continue from this checkpoint's weights (a new optimizer and schedule; the router "
@@ -234,12 +238,30 @@ def main() -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"parameters: {n_params:,}; train chunks {len(data['train_chunks'])}", file=sys.stderr)
 
-    steps = math.ceil(args.tokens / (args.batch_size * RAW_LEN))
+    steps = math.ceil(args.tokens / (args.batch_size * args.accumulate * RAW_LEN))
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.ndim < 2 or "layer_norm" in name else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    if args.optimizer == "adamw":
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                                lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    elif args.optimizer == "adamw-rms":
+        # one group per tensor: its learning rate is set every step to lr x max(1e-3, RMS(tensor))
+        groups = [{"params": [p], "weight_decay": 0.01, "rms_of": p} for p in decay]
+        groups += [{"params": [p], "weight_decay": 0.0, "rms_of": p} for p in no_decay]
+        opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+    else:
+        from transformers.optimization import Adafactor
+        opt = Adafactor(model.parameters(), lr=args.lr, scale_parameter=True, relative_step=False,
+                        warmup_init=False, clip_threshold=1.0, weight_decay=0.0)
+
+    def set_lr(lr: float) -> None:
+        for g in opt.param_groups:
+            if "rms_of" in g:
+                p = g["rms_of"]
+                g["lr"] = lr * max(1e-3, float(p.detach().pow(2).mean().sqrt()))
+            else:
+                g["lr"] = lr
 
     cooldown = {"start": args.cooldown_at or None, "len": args.cooldown_steps or None}
 
@@ -288,19 +310,22 @@ def main() -> int:
             if time.time() + (cd_len + 10) * per_step * 1.2 > args.deadline:
                 cooldown["start"], cooldown["len"] = step, cd_len
                 print(f"deadline: cool-down from step {step} over {cd_len} steps", file=sys.stderr, flush=True)
-        if cursor + args.batch_size > len(order):
-            order = rng.permutation(len(data["train_chunks"]))
-            cursor = 0
-        idx = order[cursor:cursor + args.batch_size]
-        cursor += args.batch_size
-        chunks = data["train_chunks"][idx]
-        raw_tokens += int((chunks >= 0).sum())
-        batch = make_batch(chunks, rng, vocab_size)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        ls = losses(model, batch)
+        set_lr(lr_at(step))
         opt.zero_grad(set_to_none=True)
-        ls["loss"].backward()
+        parts = []
+        for _ in range(args.accumulate):
+            if cursor + args.batch_size > len(order):
+                order = rng.permutation(len(data["train_chunks"]))
+                cursor = 0
+            idx = order[cursor:cursor + args.batch_size]
+            cursor += args.batch_size
+            chunks = data["train_chunks"][idx]
+            raw_tokens += int((chunks >= 0).sum())
+            batch = make_batch(chunks, rng, vocab_size)
+            part = losses(model, batch)
+            (part["loss"] / args.accumulate).backward()
+            parts.append({k: v.detach() for k, v in part.items()})
+        ls = {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         done = step + 1
@@ -344,7 +369,12 @@ def main() -> int:
         "wall_seconds": round(wall, 1),
         "tokens_per_second": round(raw_tokens / wall, 1),
         "threads": args.threads,
-        "lr": args.lr, "warmup": args.warmup, "schedule": "linear warm-up, cosine to 10 %", "optimizer": "AdamW(0.9, 0.98), wd 0.01, clip 1.0",
+        "lr": args.lr, "warmup": args.warmup, "schedule": "linear warm-up, cosine to 10 %", "optimizer": {
+            "adamw": "AdamW(0.9, 0.98), wd 0.01, clip 1.0",
+            "adamw-rms": "AdamW(0.9, 0.98), wd 0.01, clip 1.0, step of each tensor x max(1e-3, its RMS)",
+            "adafactor": "Adafactor (transformers; parameter scaling, clip threshold 1.0), gradient clip 1.0",
+        }[args.optimizer],
+        "accumulate": args.accumulate,
         "final_train": last,
         "held_out": ev,
         "held_out_chunks": int(min(len(data["eval_chunks"]), 2048)),
