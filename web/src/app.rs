@@ -366,7 +366,7 @@ pub fn App() -> impl IntoView {
         .err();
     let settings = settings_from_url().unwrap_or_default();
     let prompt = url_parameter("prompt").unwrap_or_else(|| {
-        "The <extra_id_0> walks in the park, and the children <extra_id_1> with the dog.".into()
+        "Fellow-Citizens of the Senate and of the House of <extra_id_0>:".into()
     });
     let state = AppState::new(settings, prompt);
     if let Some(mb) = number::<f64>("budget_mb").ok().flatten() {
