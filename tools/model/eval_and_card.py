@@ -517,7 +517,9 @@ def main() -> int:
       f"alone ({baseline:.3f}: a predictor that knows every sentinel and the end of sequence and guesses each masked "
       "token by its frequency in the training split). It fills in frequent words and phrases of its sources in the "
       f"right language and form, but finds the exact masked word in only {exact} of the {len(held_fills)} held-out "
-      "examples above; rarer words, numbers and code names are usually wrong. A much longer run (hundreds of "
+      "examples above; rarer words, numbers and code names are usually wrong, and it often proposes more spans "
+      "(`<extra_id_1>`, …) than the input has, since every 141-token training chunk had about six. A much longer "
+      "run (hundreds of "
       "millions of tokens, i.e. a GPU or days of CPU) is the improvement that matters.")
     w(f"- **Routing balance.** The busiest expert takes "
       + ", ".join(f"{v * 100:.0f} % ({k})" for k, v in top_share.items())
