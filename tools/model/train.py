@@ -202,9 +202,6 @@ def main() -> int:
                     help="adamw: AdamW with one learning rate; adamw-rms: AdamW whose step for each weight matrix "
                          "is scaled by that matrix's RMS (at least 1e-3), like Adafactor's parameter scaling, which "
                          "suits T5's unscaled attention; adafactor: transformers' Adafactor with parameter scaling")
-    ap.add_argument("--short-frac", type=float, default=0.0,
-                    help="fraction of training chunks cut to a random length (16 tokens up to the full chunk), so "
-                         "that short inputs with one or two spans, like a user's prompt, are seen in training")
     ap.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step (gradient accumulation)")
     ap.add_argument("--out", type=Path, default=None, help="default WORK/hf")
     ap.add_argument("--init-from", type=Path, default=None,
@@ -323,10 +320,6 @@ def main() -> int:
             idx = order[cursor:cursor + args.batch_size]
             cursor += args.batch_size
             chunks = data["train_chunks"][idx]
-            if args.short_frac > 0:
-                chunks = chunks.copy()
-                for i in np.nonzero(rng.random(len(chunks)) < args.short_frac)[0]:
-                    chunks[i, int(rng.integers(16, RAW_LEN + 1)):] = -1
             raw_tokens += int((chunks >= 0).sum())
             batch = make_batch(chunks, rng, vocab_size)
             part = losses(model, batch)
@@ -382,7 +375,6 @@ def main() -> int:
             "adafactor": "Adafactor (transformers; parameter scaling, clip threshold 1.0), gradient clip 1.0",
         }[args.optimizer],
         "accumulate": args.accumulate,
-        "short_frac": args.short_frac,
         "final_train": last,
         "held_out": ev,
         "held_out_chunks": int(min(len(data["eval_chunks"]), 2048)),
