@@ -65,6 +65,8 @@ async function generate(browser, params) {
   return {
     backend: (await page.getByTestId('backend').innerText()).trim(),
     output: (await page.getByTestId('output').innerText()).trim(),
+    filled: (await page.getByTestId('filled').innerText()).trim(),
+    answers: await page.locator('[data-testid=filled] mark.answer').count(),
     cells,
     shards,
     expertRequests,
@@ -88,10 +90,22 @@ test('WebGPU: a masked prompt streams an answer and every routing decision is sh
     assert.ok(run.output.length > 0, 'some text was generated');
     webgpuOutput = run.output;
 
+    // The prompt is shown filled in, one highlighted answer per masked span, and the answer
+    // stops once both spans have one: no sentinel past <extra_id_1> but a final <extra_id_2>.
+    assert.match(run.filled, /^The .* walks in the park with .* children\.$/s);
+    assert.ok(!run.filled.includes('<extra_id_'), run.filled);
+    assert.equal(run.answers, 2);
+    const vocab = await (await fetch(new URL(`${MODEL}tokenizer.json`, new URL('/', BASE_URL)))).json();
+    const later = new Set(vocab.added_tokens
+      .filter((t) => /^<extra_id_(\d+)>$/.test(t.content) && Number(t.content.slice(10, -1)) >= 2)
+      .map((t) => t.id));
+    assert.ok(later.size > 0, 'the model has sentinels past <extra_id_1>');
+
     // The exported trace is the worker's: the grid has one cell per token and sparse layer,
     // each with the expert the trace names.
     const trace = JSON.parse(await download(page, 'export-json'));
     assert.ok(trace.input_ids.length > 3 && trace.output_ids.length > 0);
+    assert.ok(trace.output_ids.slice(0, -1).every((id) => !later.has(id)), `${trace.output_ids}`);
     let expected = 0;
     for (const layer of trace.routing) {
       const tokens = layer.stack === 'encoder' ? trace.input_ids.length : trace.output_ids.length;

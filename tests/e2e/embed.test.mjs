@@ -61,6 +61,8 @@ test('a host on an allowed origin runs the embed and receives every event', asyn
     const done = messages.find((m) => m.type === 'switchscope:done');
     const frame = page.frameLocator('#app');
     assert.equal(done.output, (await frame.getByTestId('output').innerText()).trim());
+    // The prompt filled in, as the page shows it (one span: one answer in brackets).
+    assert.match(done.filled, /^The \[[^\]]*\] is in the garden\.$/);
     assert.ok(await frame.getByTestId('routing-grid').isVisible());
     await screenshot(page, 'embed-host');
   } finally {

@@ -13,17 +13,20 @@
 # Environment:
 #   PYTHON        the Python with tools/model/requirements.txt installed      (default: python3)
 #   SWITCHSCOPE   how to run the CLI       (default: cargo run --release -p switchscope-cli --)
-#   PHASE1_ARGS   arguments of the training run (from scratch; default: the shipped model's)
-#   PHASE2_ARGS   arguments of an optional second run that continues the first one's weights
-#                 (default: none, the shipped model is one run)
-# Intermediate files (corpus, checkpoint) go to tools/model/work/ (git-ignored).
+#   PHASE1_ARGS   arguments of the first training run (from scratch; default: the shipped model's)
+#   PHASE2_ARGS   arguments of the second run, which continues the first one's weights as the
+#                 runtime reads them: phase 1 converted like the shipped model (f16 dense, int8
+#                 experts) and read back (default: the shipped model's; `none`: one run only)
+# Intermediate files (corpus, checkpoints) go to tools/model/work/ (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 PYTHON=${PYTHON:-python3}
 SWITCHSCOPE=${SWITCHSCOPE:-cargo run --release -p switchscope-cli --}
 PHASE1_ARGS=${PHASE1_ARGS:---optimizer adamw-rms --lr 2e-2 --batch-size 64 --warmup 150 --tokens 27000000 --router-aux-coef 0.01 --threads 2}
-PHASE2_ARGS=${PHASE2_ARGS:-none}
+PHASE2_ARGS=${PHASE2_ARGS:---optimizer adamw-rms --lr 1e-2 --batch-size 128 --warmup 100 --tokens 30000000 --router-aux-coef 0.01 --threads 2 --data-seed 4321 --cooldown-at @COOLDOWN_AT@ --cooldown-steps @COOLDOWN_STEPS@}
 WORK=tools/model/work
 MODEL=public/models/switchscope-mini
 
@@ -39,14 +42,13 @@ if [ "$PHASE2_ARGS" = none ]; then
 else
   # shellcheck disable=SC2086
   $PYTHON tools/model/train.py --work "$WORK" --out "$WORK/hf-phase1" $PHASE1_ARGS
+  $SWITCHSCOPE convert --from "$WORK/hf-phase1" --out "$tmp/phase1" --quant int8 --group-size 32 --f16-dense
   # shellcheck disable=SC2086
-  $PYTHON tools/model/train.py --work "$WORK" --init-from "$WORK/hf-phase1" --out "$WORK/hf" $PHASE2_ARGS
+  $PYTHON tools/model/train.py --work "$WORK" --init-from "$tmp/phase1" --out "$WORK/hf" $PHASE2_ARGS
 fi
 
 # The converter refuses an existing --out: convert to a temporary directory, then replace the
 # converted files of $MODEL (README.md and plots/ are rewritten by eval_and_card.py below).
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 # shellcheck disable=SC2086
 $SWITCHSCOPE convert --from "$WORK/hf" --out "$tmp/model" --quant int8 --group-size 32 --f16-dense
 mkdir -p "$MODEL"

@@ -130,6 +130,30 @@ def held_out(model, data: dict, vocab_size: int, log: RouteLog | None = None, ba
     return {k: v / n for k, v in sums.items()}
 
 
+def end_of_answer(ids: list[int], input_ids: list[int], vocab_size: int) -> list[int]:
+    """`ids` (greedy output) cut where the app stops: after the sentinel that follows the input's
+    highest one (crates/switchscope-core/src/model/spans.rs), or at </s>."""
+    used = [vocab_size - 1 - t for t in input_ids if vocab_size - 100 <= t < vocab_size]
+    stop = vocab_size - 1 - (max(used) + 1) if used else None
+    for i, t in enumerate(ids[1:], start=1):
+        if t == tr.EOS_ID or t == stop:
+            return ids[:i + 1]
+    return ids
+
+
+def filled_in(text: str, answer: str) -> str:
+    """The one-span prompt with its answer in brackets, as the app shows it."""
+    return text.replace("<extra_id_0>", f"[{answer}]", 1)
+
+
+@torch.no_grad()
+def first_token_rank(model, input_ids: list[int], word_id: int, vocab_size: int) -> int:
+    """Rank (0 = most probable) of `word_id` as the first token after <extra_id_0>."""
+    logits = model(input_ids=torch.tensor([input_ids]),
+                   decoder_input_ids=torch.tensor([[tr.PAD_ID, vocab_size - 1]])).logits[0, -1]
+    return int((logits > logits[word_id]).sum())
+
+
 def span_answer(text: str) -> str:
     """The text the model proposes for <extra_id_0> (up to the next sentinel or the end)."""
     t = text.replace("<pad>", "").replace("</s>", "")
@@ -241,7 +265,7 @@ def plot_loss(logs: list[list[dict]], path: Path) -> None:
                 label=label("load-balancing loss (unscaled)"))
         if not last:
             for a in (a1, a2):
-                a.axvline(tr_rows[-1]["tokens"] / 1e6, color="grey", lw=0.8, ls="--")
+                a.axvline(rows[-1]["tokens"] / 1e6, color="grey", lw=0.8, ls="--")
     tr_rows = all_train
     a1.set_xlabel("tokens seen (millions)")
     a1.set_ylabel("loss")
@@ -343,7 +367,11 @@ def main() -> int:
         first = args.phase1 or args.work / "hf-phase1"
         phases.insert(0, json.loads((first / "train_info.json").read_text()))
         phase_dirs.insert(0, first)
-        logs = [read_log(first / "train_log.csv"), read_log(hf / "train_log.csv", phases[0]["raw_tokens_seen"])]
+        if (first / "train_log.csv").exists():
+            first_log = read_log(first / "train_log.csv")
+        else:  # a phase recorded without its log (runs/): its end point only
+            first_log = [{"tokens": phases[0]["raw_tokens_seen"], "split": "eval", **phases[0]["held_out"]}]
+        logs = [first_log, read_log(hf / "train_log.csv", phases[0]["raw_tokens_seen"])]
     plot_loss(logs, plots / "loss.png")
     plot_sources(stats, plots / "experts_sources.png")
     plot_lift(stats, plots / "experts_lift.png")
@@ -362,7 +390,10 @@ def main() -> int:
             out_f32, _ = mr.greedy(model, ids)
             out_sh, _ = mr.greedy(shipped, ids)
             full = tok.decode(out_sh, skip_special_tokens=False).replace("<pad>", "").replace("</s>", "").strip()
-            fills.append({"kind": kind, "source": src, "text": text, "masked": masked, "full": full,
+            cut = tok.decode(end_of_answer(out_sh, ids, cfg.vocab_size), skip_special_tokens=False)
+            cut = cut.replace("<pad>", "").replace("</s>", "").strip()
+            fills.append({"kind": kind, "source": src, "text": text, "masked": masked, "full": full, "cut": cut,
+                          "filled": filled_in(text, span_answer(cut)),
                           "f32": span_answer(tok.decode(out_f32, skip_special_tokens=False)),
                           "shipped": span_answer(tok.decode(out_sh, skip_special_tokens=False)),
                           "same": out_f32 == out_sh})
@@ -432,15 +463,19 @@ def main() -> int:
       "(Switch's coefficients; transformers computes both with `output_router_logits=True`).")
     total_tokens = sum(p["raw_tokens_seen"] for p in phases)
     for i, p in enumerate(phases):
-        what = (f"Phase {i + 1} of {len(phases)}" + (" (continues phase 1's weights with a new optimiser)" if i else "")
+        what = (f"Phase {i + 1} of {len(phases)}" + (" (continues phase 1's weights, converted like the shipped model: f16 dense, int8 experts, read back; "
+                                                       "a new optimiser)" if i else "")
                 + ": ") if len(phases) > 1 else ""
+        noise = (f"; training noise density {p['noise_density']}, mean span {p['mean_span']}"
+                 if (p.get("noise_density"), p.get("mean_span")) not in ((None, None), (tr.NOISE_DENSITY, tr.MEAN_SPAN)) else "")
         aux = json.loads((phase_dirs[i] / "config.json").read_text())["router_aux_loss_coef"]
         w(f"- {what}`{p['command']}` — {p['optimizer']}, peak learning rate {p['lr']}, {p['warmup']} warm-up steps, "
           f"{p['schedule']}; load-balancing coefficient {aux}; batch {p['batch_size']} sequences; data seed "
           f"{p.get('data_seed', p['seed'])}; float32 on CPU with {p['threads']} thread{'s' if p['threads'] != 1 else ''}. "
           f"**{p['raw_tokens_seen']:,}** corpus tokens in {p['steps']:,} steps"
           + (f" ({p['stopped_early']})" if p.get("stopped_early") else "")
-          + f", {p['wall_seconds'] / 60:.0f} min on 2 CPU cores shared with other work ({p['tokens_per_second']:.0f} tokens/s).")
+          + f", {p['wall_seconds'] / 60:.0f} min on 2 CPU cores shared with other work ({p['tokens_per_second']:.0f} tokens/s)"
+          + noise + "." + (f" {p['note']}" if p.get("note") else ""))
     if any(p.get("optimizer", "").startswith("AdamW") and "RMS" in p.get("optimizer", "") for p in phases):
         w("- Why steps scaled by each tensor's RMS: T5's attention has no 1/√d_kv factor, so its query and key "
           "weights start small (std (d_model·d_kv)^-½ ≈ 0.013) and one learning rate for every tensor moves them far "
@@ -459,17 +494,23 @@ def main() -> int:
       f"**{loss_shipped['ce']:.3f}** for the shipped weights (f16 dense, int8 experts). The shipped weights route "
       f"{agreement * 100:.2f} % of the held-out tokens (all sparse layers) to the same expert as the float32 checkpoint.\n")
     w("![loss curves](plots/loss.png)\n")
+    if len(phases) > 1 and not (phase_dirs[0] / "train_log.csv").exists() and (plots / "loss-phase1.png").exists():
+        w("Phase 1 (above only as its end point, its log was not kept):\n")
+        w("![loss curves of phase 1](plots/loss-phase1.png)\n")
 
     w("## Fill-in examples\n")
-    w("Greedy decoding (at most 16 new tokens) of the shipped weights; the output is shown as decoded, without "
-      "`<pad>` and `</s>` (spaces inside code are shown as `·`). *Held-out* inputs are the beginnings of held-out "
-      "documents with one word masked (the masked word is given); *written* inputs were written for this card. "
-      "*Same as f32*: the float32 checkpoint gives the same ids.\n")
-    w("| kind | source | input | masked | output | same as f32 |\n|---|---|---|---|---|---|")
+    w("Greedy decoding (at most 16 new tokens) of the shipped weights, shown as the app shows it: the prompt with "
+      "the answer in [brackets], decoding stopped once every masked span has its answer (at `<extra_id_1>` for "
+      "these one-span prompts); *output* is that answer as decoded, without `<pad>` and `</s>`, and *beyond* what "
+      "the model would have gone on with without the stop (spaces inside code are shown as `·`). *Held-out* "
+      "inputs are the beginnings of held-out documents with one word masked (the masked word is given); "
+      "*written* inputs were written for this card. *Same as f32*: the float32 checkpoint gives the same ids.\n")
+    w("| kind | source | filled in | masked | output | beyond | same as f32 |\n|---|---|---|---|---|---|---|")
     for f in fills:
-        out = md_escape(f["full"]).replace("  ", "··").replace("`", "ˋ")
-        w(f"| {f['kind']} | {f['source']} | {md_escape(f['text'])} | {md_escape(f['masked'] or '')} | "
-          f"`{out}` | {'yes' if f['same'] else 'no (f32: ' + md_escape(f['f32']) + ')'} |")
+        code = lambda s: "`" + md_escape(s).replace("  ", "··").replace("`", "ˋ") + "`" if s else ""  # noqa: E731
+        beyond = f["full"][len(f["cut"]):].strip() if f["full"].startswith(f["cut"]) else f["full"]
+        w(f"| {f['kind']} | {f['source']} | {md_escape(f['filled'])} | {md_escape(f['masked'] or '')} | "
+          f"{code(f['cut'])} | {code(beyond)} | {'yes' if f['same'] else 'no (f32: ' + md_escape(f['f32']) + ')'} |")
     w("")
 
     w("## What the experts learned\n")
@@ -512,20 +553,25 @@ def main() -> int:
     w("## Limitations\n")
     # exact-word score over many held-out one-word masks (the first 25 usable documents per source)
     scored = [c for cands in mr.fill_in_candidates(args.work, 25) for c in cands]
-    exact = 0
+    exact = top5 = 0
     for c in scored:
-        out, _ = mr.greedy(shipped, tok.encode(c["text"]).ids)
+        ids = tok.encode(c["text"]).ids
+        out, _ = mr.greedy(shipped, ids)
         answer = span_answer(tok.decode(out, skip_special_tokens=False))
         exact += answer.strip(" ,.;:") == c["masked"].strip(" ,.;:")
+        word = [t for t in tok.encode(c["masked"].strip(" ,.;:")).ids if t != tr.EOS_ID]
+        top5 += bool(word) and first_token_rank(shipped, ids, word[0], cfg.vocab_size) < 5
     w(f"- **Small and briefly trained.** {total_tokens / 1e6:.0f} M tokens on a 2-core CPU: the held-out "
       f"cross-entropy ({loss_f32['ce']:.3f}) is {baseline - loss_f32['ce']:.2f} nats below that of word frequencies "
       f"alone ({baseline:.3f}: a predictor that knows every sentinel and the end of sequence and guesses each masked "
       "token by its frequency in the training split). It fills in frequent words and phrases of its sources in the "
       f"right language and form, but finds the exact masked word in only {exact} of {len(scored)} held-out "
-      "one-word masks (the first 25 usable documents of each source above, masked like the examples); rarer "
-      "words, numbers and code names are usually wrong, and it often proposes more spans (`<extra_id_1>`, …) "
-      "than the input has, since every 141-token training chunk had about six. A much longer run (hundreds of "
-      "millions of tokens, i.e. a GPU or days of CPU) is the improvement that matters.")
+      "one-word masks (the first 25 usable documents of each source above, masked like the examples; the "
+      f"word's first token is among its 5 most probable first tokens in {top5} of them); rarer words, numbers "
+      "and code names are usually wrong. Left alone it proposes more spans (`<extra_id_1>`, …) than the input "
+      "has, since every 141-token training chunk had about six: the app and `switchscope generate "
+      "--stop-at-spans` stop once the input's spans are answered. A much longer run (hundreds of millions of "
+      "tokens, i.e. a GPU or days of CPU) is the improvement that matters.")
     w(f"- **Routing balance.** The busiest expert takes "
       + ", ".join(f"{v * 100:.0f} % ({k})" for k, v in top_share.items())
       + f" of the routed tokens (an even share is {100 / cfg.num_experts:.1f} %). On 128-token training sequences "

@@ -120,10 +120,11 @@ def random_segmentation(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
     return np.diff(np.concatenate([[0], cuts, [n]]))
 
 
-def span_corrupt(ids: list[int], rng: np.random.Generator, vocab_size: int) -> tuple[list[int], list[int]]:
+def span_corrupt(ids: list[int], rng: np.random.Generator, vocab_size: int, noise_density: float = NOISE_DENSITY,
+                 mean_span: float = MEAN_SPAN) -> tuple[list[int], list[int]]:
     n = len(ids)
-    num_noise = min(max(int(round(n * NOISE_DENSITY)), 1), n - 1)
-    num_spans = max(int(round(num_noise / MEAN_SPAN)), 1)
+    num_noise = min(max(int(round(n * noise_density)), 1), n - 1)
+    num_spans = max(int(round(num_noise / mean_span)), 1)
     num_spans = min(num_spans, num_noise, n - num_noise)
     noise_lens = random_segmentation(rng, num_noise, num_spans)
     keep_lens = random_segmentation(rng, n - num_noise, num_spans)
@@ -140,14 +141,17 @@ def span_corrupt(ids: list[int], rng: np.random.Generator, vocab_size: int) -> t
     return inputs + [EOS_ID], targets + [EOS_ID]
 
 
-def make_batch(chunks: np.ndarray, rng: np.random.Generator, vocab_size: int) -> dict[str, torch.Tensor]:
+def make_batch(chunks: np.ndarray, rng: np.random.Generator, vocab_size: int, noise_density: float = NOISE_DENSITY,
+               mean_span: float = MEAN_SPAN) -> dict[str, torch.Tensor]:
+    """Span-corrupted inputs (INPUT_LEN, padded) and labels (padded with -100 to TARGET_LEN, or to the
+    longest target of the batch when a denser noise makes targets longer)."""
     b = len(chunks)
+    pairs = [span_corrupt([int(t) for t in c if t >= 0], rng, vocab_size, noise_density, mean_span) for c in chunks]
+    target_len = max(TARGET_LEN, max(len(y) for _, y in pairs))
     inp = np.full((b, INPUT_LEN), PAD_ID, dtype=np.int64)
-    lab = np.full((b, TARGET_LEN), -100, dtype=np.int64)
-    for i, c in enumerate(chunks):
-        ids = [int(t) for t in c if t >= 0]
-        x, y = span_corrupt(ids, rng, vocab_size)
-        x, y = x[:INPUT_LEN], y[:TARGET_LEN]
+    lab = np.full((b, target_len), -100, dtype=np.int64)
+    for i, (x, y) in enumerate(pairs):
+        x = x[:INPUT_LEN]
         inp[i, :len(x)] = x
         lab[i, :len(y)] = y
     inp_t = torch.from_numpy(inp)
@@ -203,10 +207,16 @@ def main() -> int:
                          "is scaled by that matrix's RMS (at least 1e-3), like Adafactor's parameter scaling, which "
                          "suits T5's unscaled attention; adafactor: transformers' Adafactor with parameter scaling")
     ap.add_argument("--accumulate", type=int, default=1, help="batches per optimizer step (gradient accumulation)")
+    ap.add_argument("--noise-density", type=float, default=NOISE_DENSITY,
+                    help="share of each training chunk's tokens that is masked (T5: 0.15); held-out losses always "
+                         "use 0.15 and mean span 3")
+    ap.add_argument("--mean-span", type=float, default=MEAN_SPAN, help="mean masked span length of training chunks")
     ap.add_argument("--out", type=Path, default=None, help="default WORK/hf")
     ap.add_argument("--init-from", type=Path, default=None,
-                    help="continue from this checkpoint's weights (a new optimizer and schedule; the router "
-                         "loss coefficients come from the flags, the architecture from the checkpoint)")
+                    help="continue from these weights (a new optimizer and schedule; the router loss coefficients "
+                         "come from the flags): a Hugging Face checkpoint (architecture from its config.json) or a "
+                         "model directory converted by `switchscope convert` (manifest.json; this script's "
+                         "architecture, the weights exactly as the runtime reads them: f16 dense, dequantized experts)")
     ap.add_argument("--data-seed", type=int, default=SEED,
                     help="seed of the chunk order and noise masks (use another one when continuing a run, "
                          "so that it does not replay the first run's batches)")
@@ -220,7 +230,13 @@ def main() -> int:
     data = tokenize_corpus(args.work)
     config = model_config(vocab_size, args.router_aux_coef)
     if args.init_from is not None:
-        model = SwitchTransformersForConditionalGeneration.from_pretrained(args.init_from)
+        if (args.init_from / "manifest.json").exists():
+            from make_reference import shipped_model
+            model = shipped_model(SwitchTransformersForConditionalGeneration(config), args.init_from)
+            model.config.router_aux_loss_coef = args.router_aux_coef
+            torch.set_num_threads(args.threads)  # importing make_reference sets one thread
+        else:
+            model = SwitchTransformersForConditionalGeneration.from_pretrained(args.init_from)
         model.config.router_aux_loss_coef = args.router_aux_coef
         for mod in model.modules():  # HF copies the coefficient into every sparse block
             if hasattr(mod, "router_aux_loss_coef"):
@@ -321,7 +337,7 @@ def main() -> int:
             cursor += args.batch_size
             chunks = data["train_chunks"][idx]
             raw_tokens += int((chunks >= 0).sum())
-            batch = make_batch(chunks, rng, vocab_size)
+            batch = make_batch(chunks, rng, vocab_size, args.noise_density, args.mean_span)
             part = losses(model, batch)
             (part["loss"] / args.accumulate).backward()
             parts.append({k: v.detach() for k, v in part.items()})
@@ -366,6 +382,8 @@ def main() -> int:
         "batch_size": args.batch_size,
         "raw_tokens_seen": raw_tokens,
         "input_target_tokens_per_example": [INPUT_LEN, 29],
+        "noise_density": args.noise_density,
+        "mean_span": args.mean_span,
         "wall_seconds": round(wall, 1),
         "tokens_per_second": round(raw_tokens / wall, 1),
         "threads": args.threads,

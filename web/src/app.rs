@@ -60,7 +60,7 @@ fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, WebError> {
 }
 
 /// Generation settings from the URL (`max_new_tokens`, `sampling=greedy|sample`,
-/// `temperature`, `top_k`, `top_p`, `seed`, `capacity_factor`).
+/// `temperature`, `top_k`, `top_p`, `seed`, `capacity_factor`, `time_layers=1`, `spans=all`).
 ///
 /// # Errors
 /// [`WebError::InvalidParameter`] naming the parameter.
@@ -71,6 +71,7 @@ pub fn settings_from_url() -> Result<Settings, WebError> {
     }
     settings.capacity_factor = number("capacity_factor")?;
     settings.time_layers = url_parameter("time_layers").as_deref() == Some("1");
+    settings.stop_at_spans = url_parameter("spans").as_deref() != Some("all");
     settings.sampling = match url_parameter("sampling").as_deref() {
         None | Some("" | "greedy") => Sampling::Greedy,
         Some("sample") => Sampling::Sample {
@@ -257,9 +258,17 @@ impl Ctx {
         state.focus.set(None);
         state.error.set(None);
         state.status.set(Status::Generating);
+        let settings = state.settings.get_untracked();
+        let stop_at = if settings.stop_at_spans {
+            self.text
+                .with_value(|t| t.as_ref().and_then(|t| t.end_of_answer(&encoded.ids)))
+        } else {
+            None
+        };
         let request = Request::Generate {
             input_ids: encoded.ids,
-            settings: state.settings.get_untracked(),
+            settings,
+            stop_at,
         };
         spawn_local(async move {
             match client.request(&request).await {

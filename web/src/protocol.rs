@@ -82,6 +82,10 @@ pub enum Request {
     Generate {
         input_ids: Vec<u32>,
         settings: Settings,
+        /// A token that ends the answer like `</s>`: the sentinel after the prompt's last one,
+        /// when `settings.stop_at_spans` (`GenerateOptions::stop_at`).
+        #[serde(default)]
+        stop_at: Option<u32>,
     },
     /// Recompute the routing of a finished generation with another capacity factor
     /// (teacher-forced), answered by [`Response::Routed`].
@@ -123,6 +127,14 @@ pub struct Settings {
     /// Time every block (the device is synchronised after each: slower).
     #[serde(default)]
     pub time_layers: bool,
+    /// Stop once every masked span of the prompt has its answer (the model would go on with
+    /// spans the prompt does not have); off: up to `</s>`, like transformers.
+    #[serde(default = "yes")]
+    pub stop_at_spans: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Settings {
@@ -132,6 +144,7 @@ impl Default for Settings {
             sampling: Sampling::Greedy,
             capacity_factor: None,
             time_layers: false,
+            stop_at_spans: true,
         }
     }
 }

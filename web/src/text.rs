@@ -1,5 +1,6 @@
 //! Text ↔ token ids on the page, with the model's `tokenizer.json` (Hugging Face `tokenizers`).
 
+use switchscope_core::model::spans::{self, Filled};
 use tokenizers::Tokenizer;
 
 /// The model's tokenizer.
@@ -8,6 +9,8 @@ pub struct Text {
     tokenizer: std::sync::Arc<Tokenizer>,
     eos: u32,
     pad: u32,
+    /// `<extra_id_0>`, `<extra_id_1>`, …
+    sentinels: Vec<u32>,
 }
 
 impl std::fmt::Debug for Text {
@@ -33,10 +36,12 @@ impl Text {
     pub fn new(json: &str, eos: u32, pad: u32) -> Result<Self, String> {
         let tokenizer = Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| format!("the model's tokenizer.json cannot be read: {e}"))?;
+        let sentinels = spans::sentinel_ids(|token| tokenizer.token_to_id(token));
         Ok(Self {
             tokenizer: std::sync::Arc::new(tokenizer),
             eos,
             pad,
+            sentinels,
         })
     }
 
@@ -77,6 +82,29 @@ impl Text {
         self.tokenizer
             .id_to_token(id)
             .unwrap_or_else(|| format!("#{id}"))
+    }
+
+    /// The sentinel after the last one `input_ids` has: generating it ends the answer.
+    pub fn end_of_answer(&self, input_ids: &[u32]) -> Option<u32> {
+        spans::end_of_answer(input_ids, &self.sentinels)
+    }
+
+    /// `prompt` with each masked span replaced by its answer in `output_ids`; `None` when the
+    /// prompt has no masked span.
+    pub fn fill_in(
+        &self,
+        prompt: &str,
+        input_ids: &[u32],
+        output_ids: &[u32],
+    ) -> Option<Vec<Filled>> {
+        self.end_of_answer(input_ids)?;
+        Some(spans::fill_in_answer(
+            prompt,
+            output_ids,
+            &self.sentinels,
+            (self.pad, self.eos),
+            |ids| self.decode(ids),
+        ))
     }
 
     /// Readable text of generated ids (special tokens such as `<extra_id_0>` kept, padding and

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use switchscope_core::BackendKind;
 use switchscope_core::backend;
 use switchscope_core::model::generate::{self, GenerateOptions, Sampling};
+use switchscope_core::model::spans;
 
 use switchscope_core::model::weights::{load_converted_lazy_with, load_model_dir};
 use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchModel, TokenBatch};
@@ -147,6 +148,10 @@ struct GenerateArgs {
     /// Recompute the whole prefix each step instead of using the KV cache.
     #[arg(long)]
     no_cache: bool,
+    /// Stop once every masked span of the input has its answer (at the sentinel after the
+    /// input's last one), as the app does, instead of at `</s>` like transformers.
+    #[arg(long)]
+    stop_at_spans: bool,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -299,6 +304,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             capacity_factor: args.model.capacity_factor,
             ..RunOptions::default()
         },
+        stop_at: None,
     };
     let json = args.model.json;
     let tokenizer = match &args.prompt {
@@ -319,6 +325,17 @@ fn generate(args: GenerateArgs) -> Result<()> {
             generate::MAX_INPUT_TOKENS
         );
     }
+    let sentinels = tokenizer
+        .as_ref()
+        .map(Tokenizer::sentinel_ids)
+        .unwrap_or_default();
+    let options = GenerateOptions {
+        stop_at: args
+            .stop_at_spans
+            .then(|| spans::end_of_answer(&input_ids, &sentinels))
+            .flatten(),
+        ..options
+    };
     let generation =
         pollster::block_on(model.generate(&config, &input_ids, &options, |progress| {
             if let generate::Progress::Step(step) = progress
@@ -332,6 +349,20 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let text = match &tokenizer {
         Some(t) => Some(t.decode(&generation.output_ids)?),
         None => None,
+    };
+    // The prompt with its masked spans filled in, when it has any.
+    let filled = match (&args.prompt, &tokenizer) {
+        (Some(prompt), Some(t)) if spans::end_of_answer(&input_ids, &sentinels).is_some() => {
+            let pieces = spans::fill_in_answer(
+                prompt,
+                &generation.output_ids,
+                &sentinels,
+                (config.pad_token_id, config.eos_token_id),
+                |ids| t.decode(ids).unwrap_or_default(),
+            );
+            Some(spans::fill_in_text(&pieces))
+        }
+        _ => None,
     };
     let mut routing = generation.encoder_routing.clone();
     for step in &generation.steps {
@@ -348,10 +379,16 @@ fn generate(args: GenerateArgs) -> Result<()> {
         if let Some(text) = &text {
             out["output_text"] = serde_json::Value::from(text.clone());
         }
+        if let Some(filled) = &filled {
+            out["filled_in"] = serde_json::Value::from(filled.clone());
+        }
         println!("{out}");
     } else {
         if let Some(text) = &text {
             println!("{text}");
+        }
+        if let Some(filled) = &filled {
+            println!("filled in: {filled}");
         }
         println!("output ids: {:?}", generation.output_ids);
         print_routing(&routing);

@@ -283,6 +283,87 @@ fn prompt_uses_the_tokenizer_and_matches_the_reference() {
 }
 
 #[test]
+fn stop_at_spans_ends_the_answer_after_the_prompts_spans_and_fills_them_in() {
+    // The shipped default model: it has T5's sentinels (<extra_id_0> = 5999, <extra_id_1> = 5998,
+    // <extra_id_2> = 5997) and tends to answer spans the prompt does not have.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/models/switchscope-mini");
+    let model = model.to_str().unwrap();
+    let prompt = "In the beginning God created the <extra_id_0> and the <extra_id_1>.";
+    let run = |extra: &[&str]| -> Value {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            prompt,
+            "--max-new-tokens",
+            "24",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = switchscope(&args);
+        assert!(ok, "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let ids = |v: &Value| -> Vec<u64> {
+        v["output_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    let full = run(&[]);
+    let stopped = run(&["--stop-at-spans"]);
+    let (full_ids, stopped_ids) = (ids(&full), ids(&stopped));
+    // Greedy either way: the stopped answer is the start of the full one, cut right after the
+    // first sentinel past <extra_id_1> (or at </s>, or at the token limit).
+    assert!(
+        full_ids.starts_with(&stopped_ids),
+        "{stopped_ids:?} vs {full_ids:?}"
+    );
+    let cut = full_ids
+        .iter()
+        .skip(1)
+        .position(|&id| id == 1 || (5900..=5997).contains(&id))
+        .map_or(full_ids.len(), |i| i + 2);
+    assert_eq!(stopped_ids.len(), cut, "{full_ids:?}");
+    // Both runs fill the prompt in, spans in brackets (an unanswered one as […]).
+    for out in [&full, &stopped] {
+        let filled = out["filled_in"].as_str().unwrap();
+        assert!(
+            filled.starts_with("In the beginning God created the ["),
+            "{filled}"
+        );
+        assert!(
+            filled.contains("] and the [") && filled.ends_with("]."),
+            "{filled}"
+        );
+        assert!(!filled.contains("<extra_id_"), "{filled}");
+    }
+    assert_eq!(full["filled_in"], stopped["filled_in"]);
+    // No masked span: nothing to fill in.
+    let (ok, stdout, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        model,
+        "--prompt",
+        "No mask here.",
+        "--max-new-tokens",
+        "2",
+        "--json",
+        "--stop-at-spans",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        serde_json::from_str::<Value>(&stdout)
+            .unwrap()
+            .get("filled_in")
+            .is_none()
+    );
+}
+
+#[test]
 fn convert_inspect_and_run_a_converted_model() {
     let out = std::env::temp_dir().join(format!("switchscope-cli-convert-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);

@@ -10,6 +10,7 @@
 
 use leptos::prelude::*;
 use serde::Deserialize;
+use switchscope_core::model::spans;
 use wasm_bindgen::prelude::*;
 
 use crate::app::{Ctx, url_parameter};
@@ -108,13 +109,19 @@ pub fn start(ctx: Ctx) {
             }
             Status::Generating => posted_tokens.set_value(0),
             Status::Done => {
-                let output = state.trace.with_untracked(|t| t.output_ids.clone());
-                let text = ctx
-                    .text
-                    .with_value(|t| t.as_ref().map(|t| t.decode(&output)).unwrap_or_default());
+                let (text, filled) = state.trace.with_untracked(|t| {
+                    ctx.text.with_value(|x| match x {
+                        Some(x) => (
+                            x.decode(&t.output_ids),
+                            x.fill_in(&t.prompt, &t.input_ids, &t.output_ids)
+                                .map(|pieces| spans::fill_in_text(&pieces)),
+                        ),
+                        None => (String::new(), None),
+                    })
+                });
                 post(
                     origins,
-                    &serde_json::json!({ "type": "switchscope:done", "output": text }),
+                    &serde_json::json!({ "type": "switchscope:done", "output": text, "filled": filled }),
                 );
             }
             Status::Error => {

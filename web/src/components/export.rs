@@ -163,6 +163,9 @@ pub fn permalink(state: &AppState) -> String {
     if s.time_layers {
         params.set("time_layers", "1");
     }
+    if !s.stop_at_spans {
+        params.set("spans", "all");
+    }
     match s.sampling {
         Sampling::Greedy => params.set("sampling", "greedy"),
         Sampling::Sample {

@@ -3,6 +3,8 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
+use switchscope_core::model::spans::Filled;
+
 use crate::app::{Ctx, MAX_NEW_TOKENS, VARIANTS};
 use crate::protocol::Sampling;
 use crate::state::Status;
@@ -219,11 +221,21 @@ pub fn PromptPanel() -> impl IntoView {
                             } />
                         "Time each layer (slower: waits for the device after every block)"
                     </label>
+                    <label class="check">
+                        <input type="checkbox" data-testid="stop-at-spans"
+                            prop:checked=move || state.settings.get().stop_at_spans
+                            on:change=move |ev| {
+                                let on = event_target_checked(&ev);
+                                state.settings.update(|s| s.stop_at_spans = on);
+                            } />
+                        "Stop when every masked span has its answer (off: until the model ends, inventing further spans)"
+                    </label>
                 </div>
             </details>
             {move || state.notice.get().map(|n| view! { <p class="notice" data-testid="notice">{n}</p> })}
             {move || state.error.get().map(|e| view! { <p class="error" role="alert" data-testid="error">{e}</p> })}
             <h3>"Output"</h3>
+            <FilledIn />
             <p class="output" data-testid="output" aria-live="polite">
                 {move || {
                     let ids = state.trace.with(|t| t.output_ids.clone());
@@ -231,5 +243,39 @@ pub fn PromptPanel() -> impl IntoView {
                 }}
             </p>
         </section>
+    }
+}
+
+/// The prompt of the run with its masked spans filled in by the answer so far (nothing for a
+/// prompt without `<extra_id_N>`).
+#[component]
+fn FilledIn() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let state = ctx.state;
+    move || {
+        let pieces = state.trace.with(|t| {
+            ctx.text.with_value(|x| {
+                x.as_ref()
+                    .and_then(|x| x.fill_in(&t.prompt, &t.input_ids, &t.output_ids))
+            })
+        })?;
+        // Before the first token there is nothing to show.
+        state.trace.with(|t| !t.output_ids.is_empty()).then(|| {
+            let pieces = pieces
+                .into_iter()
+                .map(|piece| match piece {
+                    Filled::Prompt(text) => view! { <span>{text}</span> }.into_any(),
+                    Filled::Answer { n, text } => view! {
+                        <mark class="answer" title=format!("the answer for <extra_id_{n}>")>{text}</mark>
+                    }
+                    .into_any(),
+                    Filled::Missing(n) => view! {
+                        <mark class="answer missing" title=format!("no answer for <extra_id_{n}> yet")>"…"</mark>
+                    }
+                    .into_any(),
+                })
+                .collect_view();
+            view! { <p class="filled" data-testid="filled">{pieces}</p> }
+        })
     }
 }

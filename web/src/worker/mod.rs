@@ -74,7 +74,8 @@ async fn handle(request: Request) -> Option<Response> {
         Request::Generate {
             input_ids,
             settings,
-        } => session::generate(input_ids, settings)
+            stop_at,
+        } => session::generate(input_ids, settings, stop_at)
             .await
             .map(Response::Done),
         Request::Route {

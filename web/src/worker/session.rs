@@ -223,14 +223,18 @@ fn check_input(session: &Session, input_ids: &[u32]) -> Result<(), String> {
 }
 
 /// Generates, streaming the encoder's routing, then each token, and returns the summary.
-pub async fn generate(input_ids: Vec<u32>, settings: Settings) -> Result<RunSummary, String> {
+pub async fn generate(
+    input_ids: Vec<u32>,
+    settings: Settings,
+    stop_at: Option<u32>,
+) -> Result<RunSummary, String> {
     let session = session()?;
     check_input(&session, &input_ids)?;
     if BUSY.replace(true) {
         return Err("a generation is already running".into());
     }
     STOP.set(false);
-    let result = run(&session, &input_ids, settings).await;
+    let result = run(&session, &input_ids, settings, stop_at).await;
     BUSY.set(false);
     result
 }
@@ -239,6 +243,7 @@ async fn run(
     session: &Session,
     input_ids: &[u32],
     settings: Settings,
+    stop_at: Option<u32>,
 ) -> Result<RunSummary, String> {
     let options = GenerateOptions {
         max_new_tokens: settings.max_new_tokens,
@@ -248,6 +253,7 @@ async fn run(
             capacity_factor: settings.capacity_factor,
             block_clock: settings.time_layers.then_some(now_ms as fn() -> f64),
         },
+        stop_at,
     };
     let start = now_ms();
     let last = Cell::new(start);
@@ -339,7 +345,9 @@ async fn run(
     } else {
         0.0
     };
-    let finished = output_ids.last() == Some(&session.config.eos_token_id);
+    let finished = output_ids
+        .last()
+        .is_some_and(|&id| id == session.config.eos_token_id || Some(id) == stop_at);
     Ok(RunSummary {
         stopped: STOP.get() && !finished && n < settings.max_new_tokens,
         cancelled: None,

@@ -52,6 +52,11 @@ pub struct GenerateOptions {
     /// whole prefix every step.
     pub use_cache: bool,
     pub run: RunOptions,
+    /// A token that ends the generation like `</s>` (and is kept, like it): the sentinel after
+    /// the input's last masked span ([`super::spans::end_of_answer`]), so that the model stops
+    /// once it has filled in every span. `None` generates like transformers: up to `</s>`.
+    #[serde(default)]
+    pub stop_at: Option<u32>,
 }
 
 impl Default for GenerateOptions {
@@ -61,6 +66,7 @@ impl Default for GenerateOptions {
             sampling: Sampling::Greedy,
             use_cache: true,
             run: RunOptions::default(),
+            stop_at: None,
         }
     }
 }
@@ -99,7 +105,8 @@ pub enum Progress<'a> {
 }
 
 impl SwitchModel {
-    /// Generates up to `options.max_new_tokens` tokens after `input_ids`, stopping at EOS.
+    /// Generates up to `options.max_new_tokens` tokens after `input_ids`, stopping at EOS (or at
+    /// `options.stop_at`).
     /// `on_progress` sees the encoder's routing, then each token as soon as it is chosen; it
     /// is awaited (a caller can yield to its event loop there), and `false` stops early.
     ///
@@ -167,7 +174,7 @@ impl SwitchModel {
             output.push(token);
             let go_on = on_progress(Progress::Step(&step)).await;
             steps.push(step);
-            if token == config.eos_token_id || !go_on {
+            if token == config.eos_token_id || Some(token) == options.stop_at || !go_on {
                 break;
             }
         }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod generate;
 pub mod layers;
 pub mod routing;
+pub mod spans;
 pub mod stack;
 pub mod weights;
 
