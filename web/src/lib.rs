@@ -5,7 +5,7 @@
 //!   loads the model over HTTP (Cache API first), generates and streams the routing. Only the
 //!   worker's binary links burn.
 //! - [`client`]: the page's side of the worker, as async calls plus a stream listener.
-//! - `app`, `state`, `text` and `components` (feature `text`): the Leptos UI and the
+//! - `app`, `state`, `text`, `spans` and `components` (feature `text`): the Leptos UI and the
 //!   tokenizer, in the page's binary.
 //! - [`gpu`]: WebGPU adapter discovery through `navigator.gpu` (page or worker).
 
@@ -18,6 +18,11 @@ pub mod error;
 pub mod gpu;
 pub mod js;
 pub mod protocol;
+/// Masked spans: where an answer ends, the prompt filled in. The page does not link
+/// `switchscope-core`, so it compiles the core's dependency-free module as its own.
+#[cfg(feature = "text")]
+#[path = "../../crates/switchscope-core/src/model/spans.rs"]
+pub mod spans;
 #[cfg(feature = "text")]
 pub mod state;
 #[cfg(feature = "text")]

@@ -1,7 +1,8 @@
 //! Text ↔ token ids on the page, with the model's `tokenizer.json` (Hugging Face `tokenizers`).
 
-use switchscope_core::model::spans::{self, Filled};
 use tokenizers::Tokenizer;
+
+use crate::spans::{self, Filled};
 
 /// The model's tokenizer.
 #[derive(Clone)]

@@ -10,11 +10,11 @@
 
 use leptos::prelude::*;
 use serde::Deserialize;
-use switchscope_core::model::spans;
 use wasm_bindgen::prelude::*;
 
 use crate::app::{Ctx, url_parameter};
 use crate::protocol::Settings;
+use crate::spans;
 use crate::state::Status;
 
 /// Whether the page is the embedded view.

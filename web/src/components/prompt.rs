@@ -3,10 +3,9 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use switchscope_core::model::spans::Filled;
-
 use crate::app::{Ctx, MAX_NEW_TOKENS, VARIANTS};
 use crate::protocol::Sampling;
+use crate::spans::Filled;
 use crate::state::Status;
 
 /// The lowest sentinel `<extra_id_N>` not yet in `text`.
