@@ -98,14 +98,15 @@ impl Text {
         input_ids: &[u32],
         output_ids: &[u32],
     ) -> Option<Vec<Filled>> {
-        self.end_of_answer(input_ids)?;
-        Some(spans::fill_in_answer(
-            prompt,
-            output_ids,
-            &self.sentinels,
-            (self.pad, self.eos),
-            |ids| self.decode(ids),
-        ))
+        spans::has_spans(input_ids, &self.sentinels).then(|| {
+            spans::fill_in_answer(
+                prompt,
+                output_ids,
+                &self.sentinels,
+                (self.pad, self.eos),
+                |ids| self.decode(ids),
+            )
+        })
     }
 
     /// Readable text of generated ids (special tokens such as `<extra_id_0>` kept, padding and

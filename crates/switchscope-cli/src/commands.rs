@@ -352,7 +352,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     };
     // The prompt with its masked spans filled in, when it has any.
     let filled = match (&args.prompt, &tokenizer) {
-        (Some(prompt), Some(t)) if spans::end_of_answer(&input_ids, &sentinels).is_some() => {
+        (Some(prompt), Some(t)) if spans::has_spans(&input_ids, &sentinels) => {
             let pieces = spans::fill_in_answer(
                 prompt,
                 &generation.output_ids,

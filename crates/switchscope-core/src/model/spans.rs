@@ -25,6 +25,11 @@ pub fn sentinel_ids(token_to_id: impl Fn(&str) -> Option<u32>) -> Vec<u32> {
         .collect()
 }
 
+/// Whether `input` has a masked span (any sentinel).
+pub fn has_spans(input: &[u32], sentinels: &[u32]) -> bool {
+    input.iter().any(|id| sentinels.contains(id))
+}
+
 /// The sentinel that follows the highest one `input` uses: once a model generates it, every
 /// span of the input has its answer. `None` when the input has no sentinel, or uses the last
 /// one the vocabulary has.
@@ -169,8 +174,10 @@ mod tests {
         // spans numbered out of order: the highest counts
         assert_eq!(end_of_answer(&[3, 8, 4, 9, 1], &SENTINELS), Some(7));
         assert_eq!(end_of_answer(&[3, 4, 1], &SENTINELS), None);
-        // the vocabulary's last sentinel: nothing follows it
+        // the vocabulary's last sentinel: nothing follows it, but the prompt has a span
         assert_eq!(end_of_answer(&[7, 1], &SENTINELS), None);
+        assert!(has_spans(&[7, 1], &SENTINELS));
+        assert!(!has_spans(&[3, 4, 1], &SENTINELS));
     }
 
     #[test]
