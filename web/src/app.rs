@@ -13,7 +13,7 @@ use crate::components::prompt::PromptPanel;
 use crate::components::routing_grid::{RoutingGrid, TokenDetail};
 use crate::components::shard_panel::ShardPanel;
 use crate::components::stats::{CapacityWhatIf, ExpertLoad, Performance};
-use crate::protocol::{BackendPreference, Request, Response, Sampling, Settings};
+use crate::protocol::{BackendPreference, Request, Response, Settings};
 use crate::state::{AppState, Status};
 use crate::text::Text;
 
@@ -26,8 +26,7 @@ pub const VARIANTS: [(&str, &str); 2] = [
 ];
 /// The longest prompt sent to the model, in tokens (longer ones are shortened with a notice).
 pub const MAX_PROMPT_TOKENS: usize = 512;
-/// The most tokens one run may generate.
-pub const MAX_NEW_TOKENS: usize = 256;
+pub use crate::page::{MAX_NEW_TOKENS, PANELS};
 
 /// The value of URL query parameter `name`, if present.
 pub fn url_parameter(name: &str) -> Option<String> {
@@ -49,44 +48,21 @@ pub fn backend_preference() -> Result<BackendPreference, WebError> {
         .map_err(WebError::InvalidParameter)
 }
 
-fn number<T: std::str::FromStr>(name: &str) -> Result<Option<T>, WebError> {
-    match url_parameter(name) {
-        None => Ok(None),
-        Some(v) if v.is_empty() => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            WebError::InvalidParameter(format!("{name}={v} in the URL is not a valid number"))
-        }),
-    }
-}
-
 /// Generation settings from the URL (`max_new_tokens`, `sampling=greedy|sample`,
 /// `temperature`, `top_k`, `top_p`, `seed`, `capacity_factor`, `time_layers=1`, `spans=all`).
 ///
 /// # Errors
 /// [`WebError::InvalidParameter`] naming the parameter.
 pub fn settings_from_url() -> Result<Settings, WebError> {
-    let mut settings = Settings::default();
-    if let Some(n) = number::<usize>("max_new_tokens")? {
-        settings.max_new_tokens = n.clamp(1, MAX_NEW_TOKENS);
-    }
-    settings.capacity_factor = number("capacity_factor")?;
-    settings.time_layers = url_parameter("time_layers").as_deref() == Some("1");
-    settings.stop_at_spans = url_parameter("spans").as_deref() != Some("all");
-    settings.sampling = match url_parameter("sampling").as_deref() {
-        None | Some("" | "greedy") => Sampling::Greedy,
-        Some("sample") => Sampling::Sample {
-            temperature: number("temperature")?.unwrap_or(0.8),
-            top_k: number("top_k")?,
-            top_p: number("top_p")?,
-            seed: number("seed")?.unwrap_or(0),
-        },
-        Some(other) => {
-            return Err(WebError::InvalidParameter(format!(
-                "unknown sampling {other:?} in the URL: use greedy or sample"
-            )));
-        }
-    };
-    Ok(settings)
+    crate::page::settings_from(url_parameter).map_err(WebError::InvalidParameter)
+}
+
+/// The expert memory budget from `budget_mb=` (`None`: unlimited).
+///
+/// # Errors
+/// [`WebError::InvalidParameter`] naming the parameter.
+pub fn budget_from_url() -> Result<Option<f64>, WebError> {
+    crate::page::budget_from(url_parameter).map_err(WebError::InvalidParameter)
 }
 
 /// The model directory to load: `?model=` (same origin only) or the default.
@@ -201,7 +177,7 @@ impl Ctx {
                         }
                     };
                     self.text.set_value(text);
-                    state.downloaded.set(info.dense_bytes);
+                    state.downloaded.set(info.downloaded_bytes);
                     state.loaded(&info);
                     state.status.set(Status::Idle);
                     if url_parameter("autorun").as_deref() == Some("1") {
@@ -311,19 +287,11 @@ impl Ctx {
             }
             _ => false,
         };
-        let detail = if message.is_empty() {
-            reason.to_owned()
-        } else {
-            format!("{reason}: {message}")
-        };
-        self.state.device_lost.set(Some(format!(
-            "The GPU device was lost ({detail}). Switchscope switched to the CPU and loaded the              model again{}.",
-            if running {
-                "; the run in progress was interrupted, run it again"
-            } else {
-                ""
-            }
-        )));
+        self.state
+            .device_lost
+            .set(Some(crate::page::device_lost_message(
+                reason, message, running,
+            )));
         self.client.set_value(None);
         client.terminate("the GPU device was lost");
         self.backend.set_value(BackendPreference::Cpu);
@@ -371,19 +339,17 @@ impl Ctx {
 #[component]
 pub fn App() -> impl IntoView {
     let url_error = backend_preference()
-        .and_then(|b| Ok((b, settings_from_url()?, model_url()?)))
+        .and_then(|b| Ok((b, settings_from_url()?, budget_from_url()?, model_url()?)))
         .err();
     let settings = settings_from_url().unwrap_or_default();
     let prompt = url_parameter("prompt").unwrap_or_else(|| {
         "Fellow-Citizens of the Senate and of the House of <extra_id_0>:".into()
     });
     let state = AppState::new(settings, prompt);
-    if let Some(mb) = number::<f64>("budget_mb").ok().flatten() {
-        state.budget_mb.set(Some(mb));
-    }
+    state.budget_mb.set(budget_from_url().ok().flatten());
     state
         .prefetch
-        .set(url_parameter("prefetch").as_deref() != Some("0"));
+        .set(crate::page::prefetch_from(url_parameter));
     let ctx = Ctx {
         state,
         client: StoredValue::new_local(None),
@@ -445,29 +411,14 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Every panel, by the name `panels=` uses.
-pub const PANELS: [&str; 9] = [
-    "prompt", "grid", "detail", "load", "whatif", "shards", "perf", "export", "offline",
-];
-
-/// The panels to show: `panels=` (comma-separated names of [`PANELS`]), else all of them on
-/// the page and the prompt, grid and token detail when embedded.
+/// The panels to show (`panels=`, see [`crate::page::panels_from`]).
 fn panels(embed: bool) -> Vec<String> {
-    match url_parameter("panels") {
-        Some(list) if !list.trim().is_empty() => list
-            .split(',')
-            .map(|p| p.trim().to_owned())
-            .filter(|p| PANELS.contains(&p.as_str()))
-            .collect(),
-        _ if embed => vec!["prompt".into(), "grid".into(), "detail".into()],
-        _ => PANELS.iter().map(|p| (*p).to_owned()).collect(),
-    }
+    crate::page::panels_from(url_parameter("panels").as_deref(), embed)
 }
 
 /// `theme=light|dark` sets the colour scheme (otherwise the system's).
 fn apply_theme() {
-    let theme = url_parameter("theme");
-    if let Some(theme @ ("light" | "dark")) = theme.as_deref()
+    if let Some(theme) = crate::page::theme_from(url_parameter("theme").as_deref())
         && let Some(root) = web_sys::window()
             .and_then(|w| w.document())
             .and_then(|d| d.document_element())

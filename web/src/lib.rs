@@ -8,6 +8,8 @@
 //! - `app`, `state`, `text`, `spans` and `components` (feature `text`): the Leptos UI and the
 //!   tokenizer, in the page's binary.
 //! - [`gpu`]: WebGPU adapter discovery through `navigator.gpu` (page or worker).
+//! - [`page`]: the page's own logic without the DOM (trace, exports, URL parameters,
+//!   permalink), tested as it is.
 
 #[cfg(feature = "text")]
 pub mod app;
@@ -17,6 +19,7 @@ pub mod components;
 pub mod error;
 pub mod gpu;
 pub mod js;
+pub mod page;
 pub mod protocol;
 /// Masked spans: where an answer ends, the prompt filled in. The page does not link
 /// `switchscope-core`, so it compiles the core's dependency-free module as its own.

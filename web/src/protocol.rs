@@ -279,6 +279,10 @@ pub struct ModelInfo {
     pub quantization: String,
     pub shards: Vec<ShardInfo>,
     pub dense_bytes: u64,
+    /// Bytes of the model's files this load took from the network (the dense weights and the
+    /// tokenizer when the browser's cache did not have them).
+    #[serde(default)]
+    pub downloaded_bytes: u64,
     /// Every file of the model.
     pub total_bytes: u64,
     /// Device bytes of one expert once decoded (f32).

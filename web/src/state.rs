@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+pub use crate::page::Trace;
 use crate::protocol::{
     ModelInfo, Origin, Response, Route, RunSummary, Settings, ShardEvent, ShardEventKind,
     ShardInfo, StackName,
@@ -69,55 +70,6 @@ pub struct ShardCell {
     pub ms: RwSignal<Option<f64>>,
 }
 
-/// The routing of one run: tokens and, per sparse layer, the router's decisions.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Trace {
-    pub prompt: String,
-    pub input_ids: Vec<u32>,
-    pub input_pieces: Vec<String>,
-    pub output_ids: Vec<u32>,
-    pub output_pieces: Vec<String>,
-    /// Per sparse encoder layer, over the input tokens.
-    pub encoder: Vec<Route>,
-    /// Per sparse decoder layer, over the generated tokens (one routed per step).
-    pub decoder: Vec<Route>,
-    /// Milliseconds per generated token.
-    pub step_ms: Vec<f64>,
-    /// Milliseconds per encoder block (when timed).
-    pub encoder_block_ms: Vec<f64>,
-    /// Per generated token, milliseconds per decoder block (when timed).
-    pub decoder_block_ms: Vec<Vec<f64>>,
-}
-
-impl Trace {
-    /// Every layer, encoder first.
-    pub fn layers(&self) -> impl Iterator<Item = &Route> {
-        self.encoder.iter().chain(&self.decoder)
-    }
-
-    /// The pieces of the sequence `stack` routes.
-    pub fn pieces(&self, stack: StackName) -> &[String] {
-        match stack {
-            StackName::Encoder => &self.input_pieces,
-            StackName::Decoder => &self.output_pieces,
-        }
-    }
-
-    /// Adds one decoding step's routing (one token per layer) to the decoder's rows.
-    pub fn push_step(&mut self, routing: Vec<Route>) {
-        if self.decoder.is_empty() {
-            self.decoder = routing;
-            return;
-        }
-        for (row, step) in self.decoder.iter_mut().zip(routing) {
-            row.expert.extend(step.expert);
-            row.chosen.extend(step.chosen);
-            row.weight.extend(step.weight);
-            row.probs.extend(step.probs);
-        }
-    }
-}
-
 /// All the page's signals (cheap to copy into closures).
 #[derive(Debug, Clone, Copy)]
 pub struct AppState {
@@ -135,7 +87,8 @@ pub struct AppState {
     /// A capacity what-if being shown instead of the run's own routing: (factor, layers).
     pub what_if: RwSignal<Option<(f64, Vec<Route>)>>,
     pub shards: RwSignal<Vec<ShardCell>>,
-    /// Bytes of model files that came over the network (dense weights included).
+    /// Bytes of model files that came over the network since the model was loaded (its dense
+    /// weights and tokenizer included, when the browser's cache did not have them).
     pub downloaded: RwSignal<u64>,
     pub summary: RwSignal<Option<RunSummary>>,
     /// The token whose router probabilities are shown: (stack, index).
@@ -237,28 +190,11 @@ impl AppState {
 
     /// Applies a streamed message from the worker; `piece` names a token id.
     pub fn apply(&self, response: Response, piece: impl Fn(u32) -> String) {
+        if Trace::takes(&response) {
+            self.trace.update(|t| t.fold(response, piece));
+            return;
+        }
         match response {
-            Response::Encoded {
-                routing, block_ms, ..
-            } => self.trace.update(|t| {
-                t.encoder = routing;
-                t.encoder_block_ms = block_ms;
-            }),
-            Response::Token {
-                id,
-                routing,
-                ms,
-                block_ms,
-                ..
-            } => self.trace.update(|t| {
-                t.output_ids.push(id);
-                t.output_pieces.push(piece(id));
-                t.step_ms.push(ms);
-                if !block_ms.is_empty() {
-                    t.decoder_block_ms.push(block_ms);
-                }
-                t.push_step(routing);
-            }),
             Response::Shard(event) => self.shard_event(&event),
             Response::OfflineProgress {
                 files_done,

@@ -26,12 +26,7 @@ pub fn is_embed() -> bool {
 
 /// The origins allowed to drive the embed (`origins=`), normalised (no trailing `/`).
 pub fn allowed_origins() -> Vec<String> {
-    url_parameter("origins")
-        .unwrap_or_default()
-        .split(',')
-        .map(|o| o.trim().trim_end_matches('/').to_owned())
-        .filter(|o| !o.is_empty() && o != "*")
-        .collect()
+    crate::page::origins_from(url_parameter("origins").as_deref())
 }
 
 #[derive(Debug, Deserialize)]

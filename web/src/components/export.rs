@@ -2,52 +2,17 @@
 //! the prompt and the settings.
 
 use leptos::prelude::*;
-use serde::Serialize;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::palette::expert_colour;
-use crate::app::Ctx;
-use crate::protocol::{Route, Sampling, Settings};
+use crate::app::{Ctx, url_parameter};
+use crate::page::{TraceExport, permalink_parameters};
 use crate::state::{AppState, Status};
 
-/// The JSON export.
-#[derive(Debug, Serialize)]
-pub struct TraceExport<'a> {
-    pub model: String,
-    pub prompt: &'a str,
-    pub settings: Settings,
-    pub input_ids: &'a [u32],
-    pub input_pieces: &'a [String],
-    pub output_ids: &'a [u32],
-    pub output_pieces: &'a [String],
-    /// Encoder layers, then decoder layers.
-    pub routing: Vec<Route>,
-}
-
-/// One CSV line per (layer, token).
+/// The CSV export of what the grid shows (a capacity what-if's routing when one is shown).
 pub fn csv(state: &AppState) -> String {
-    let mut out = String::from("stack,block,token,piece,expert,chosen,probability,dropped\n");
-    state.trace.with_untracked(|t| {
-        for route in t.layers() {
-            let pieces = t.pieces(route.stack);
-            for i in 0..route.expert.len() {
-                let piece = pieces
-                    .get(i)
-                    .map_or("", String::as_str)
-                    .replace('"', "\"\"");
-                out.push_str(&format!(
-                    "{},{},{i},\"{piece}\",{},{},{:.6},{}\n",
-                    route.stack.as_str(),
-                    route.block,
-                    route.expert[i],
-                    route.chosen[i],
-                    route.weight[i],
-                    route.expert[i] < 0
-                ));
-            }
-        }
-    });
-    out
+    let layers = state.shown_layers();
+    state.trace.with_untracked(|t| crate::page::csv(&layers, t))
 }
 
 fn download_url(url: &str, name: &str) -> Result<(), JsValue> {
@@ -130,7 +95,8 @@ fn grid_png(state: &AppState) -> Result<String, JsValue> {
     canvas.to_data_url_with_type("image/png")
 }
 
-/// The page's URL with the prompt and the settings as parameters.
+/// The page's URL with the prompt, the settings, the budget and prefetch as parameters (and
+/// the current URL's model, backend, theme, panels and origins).
 pub fn permalink(state: &AppState) -> String {
     let Some(window) = web_sys::window() else {
         return String::new();
@@ -144,58 +110,16 @@ pub fn permalink(state: &AppState) -> String {
     let Ok(params) = web_sys::UrlSearchParams::new() else {
         return base;
     };
-    let keep = ["model", "backend"];
-    if let Ok(current) =
-        web_sys::UrlSearchParams::new_with_str(&location.search().unwrap_or_default())
-    {
-        for k in keep {
-            if let Some(v) = current.get(k) {
-                params.set(k, &v);
-            }
-        }
+    let settings = state.settings.get_untracked();
+    for (k, v) in permalink_parameters(
+        url_parameter,
+        &state.prompt.get_untracked(),
+        &settings,
+        state.budget_mb.get_untracked(),
+        state.prefetch.get_untracked(),
+    ) {
+        params.append(&k, &v);
     }
-    params.set("prompt", &state.prompt.get_untracked());
-    let s = state.settings.get_untracked();
-    params.set("max_new_tokens", &s.max_new_tokens.to_string());
-    if let Some(f) = s.capacity_factor {
-        params.set("capacity_factor", &f.to_string());
-    }
-    if s.time_layers {
-        params.set("time_layers", "1");
-    }
-    if !s.stop_at_spans {
-        params.set("spans", "all");
-    }
-    match s.sampling {
-        Sampling::Greedy => params.set("sampling", "greedy"),
-        Sampling::Sample {
-            temperature,
-            top_k,
-            top_p,
-            seed,
-        } => {
-            params.set("sampling", "sample");
-            params.set("temperature", &temperature.to_string());
-            if let Some(k) = top_k {
-                params.set("top_k", &k.to_string());
-            }
-            if let Some(p) = top_p {
-                params.set("top_p", &p.to_string());
-            }
-            params.set("seed", &seed.to_string());
-        }
-    }
-    if let Some(mb) = state.budget_mb.get_untracked() {
-        params.set("budget_mb", &mb.to_string());
-    }
-    params.set(
-        "prefetch",
-        if state.prefetch.get_untracked() {
-            "1"
-        } else {
-            "0"
-        },
-    );
     format!("{base}?{}", String::from(params.to_string()))
 }
 
@@ -216,23 +140,20 @@ pub fn Export() -> impl IntoView {
         let model = state
             .model
             .with_untracked(|m| m.as_ref().map(|m| m.url.clone()).unwrap_or_default());
+        let layers = state.shown_layers();
+        let what_if = state
+            .what_if
+            .with_untracked(|w| w.as_ref().map(|(f, _)| *f));
         state.trace.with_untracked(|t| {
-            let export = TraceExport {
-                model,
-                prompt: &t.prompt,
-                settings: state.settings.get_untracked(),
-                input_ids: &t.input_ids,
-                input_pieces: &t.input_pieces,
-                output_ids: &t.output_ids,
-                output_pieces: &t.output_pieces,
-                routing: state.shown_layers(),
-            };
-            serde_json::to_string_pretty(&export).unwrap_or_default()
+            TraceExport::new(&model, state.settings.get_untracked(), t, &layers, what_if).to_json()
         })
     };
+    // Everything the permalink writes: a change to any of them changes the link.
     let link = Memo::new(move |_| {
         state.prompt.track();
         state.settings.track();
+        state.budget_mb.track();
+        state.prefetch.track();
         permalink(&state)
     });
     view! {

@@ -142,14 +142,14 @@ pub fn PromptPanel() -> impl IntoView {
                         </select>
                     </label>
                     <label>"Temperature"
-                        <input type="number" step="0.1" min="0.01" disabled=move || !sample()
+                        <input type="number" data-testid="temperature" step="0.1" min="0.01" disabled=move || !sample()
                             prop:value=move || sampling_parts().0.to_string()
                             on:change=move |ev| { if let Some(t) = optional::<f32>(&event_target_value(&ev)) {
                                 set_sampling(&|p| p.0 = t.max(0.01));
                             } } />
                     </label>
                     <label>"Top-k"
-                        <input type="number" min="0" disabled=move || !sample()
+                        <input type="number" data-testid="top-k" min="0" disabled=move || !sample()
                             prop:value=move || sampling_parts().1.map(|k| k.to_string()).unwrap_or_default()
                             on:change=move |ev| {
                                 let k = optional::<usize>(&event_target_value(&ev)).filter(|&k| k > 0);
@@ -157,7 +157,7 @@ pub fn PromptPanel() -> impl IntoView {
                             } />
                     </label>
                     <label>"Top-p"
-                        <input type="number" step="0.05" min="0" max="1" disabled=move || !sample()
+                        <input type="number" data-testid="top-p" step="0.05" min="0" max="1" disabled=move || !sample()
                             prop:value=move || sampling_parts().2.map(|p| p.to_string()).unwrap_or_default()
                             on:change=move |ev| {
                                 let p = optional::<f32>(&event_target_value(&ev)).filter(|&p| p > 0.0 && p <= 1.0);
@@ -165,7 +165,7 @@ pub fn PromptPanel() -> impl IntoView {
                             } />
                     </label>
                     <label>"Seed"
-                        <input type="number" min="0" disabled=move || !sample()
+                        <input type="number" data-testid="seed" min="0" disabled=move || !sample()
                             prop:value=move || sampling_parts().3.to_string()
                             on:change=move |ev| { if let Some(seed) = optional::<u64>(&event_target_value(&ev)) {
                                 set_sampling(&|p| p.3 = seed);

@@ -74,7 +74,8 @@ pub fn ShardPanel() -> impl IntoView {
                 <span class="shard" data-state="evicted">"evicted"</span>
                 <span class="shard" data-state="failed">"failed"</span>
             </p>
-            <p data-testid="shard-summary">{summary}</p>
+            <p data-testid="shard-summary" data-downloaded=move || state.downloaded.get()
+                data-total=move || state.model.with(|m| m.as_ref().map_or(0, |m| m.total_bytes))>{summary}</p>
             {move || state.download.get().map(|(file, received, total)| view! {
                 <p class="download" data-testid="download-progress" aria-live="polite">
                     <progress max=total value=received></progress>

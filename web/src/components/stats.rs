@@ -5,43 +5,9 @@ use leptos::prelude::*;
 
 use super::palette::expert_colour;
 use crate::app::Ctx;
-use crate::protocol::Route;
 use crate::state::Status;
 
-/// Tokens per expert (by the router's choice) of one layer.
-pub fn load(route: &Route, experts: usize) -> Vec<usize> {
-    let mut counts = vec![0; experts];
-    for &c in &route.chosen {
-        if let Some(n) = counts.get_mut(c as usize) {
-            *n += 1;
-        }
-    }
-    counts
-}
-
-/// Switch Transformer's load-balancing loss of one layer: `E · Σₑ fₑ · Pₑ`, with `fₑ` the
-/// fraction of tokens routed to expert `e` and `Pₑ` its mean router probability (1 when
-/// perfectly balanced).
-pub fn balance_loss(route: &Route, experts: usize) -> f64 {
-    let tokens = route.chosen.len();
-    if tokens == 0 || experts == 0 {
-        return 0.0;
-    }
-    let counts = load(route, experts);
-    (0..experts)
-        .map(|e| {
-            let f = counts[e] as f64 / tokens as f64;
-            let p: f64 = route
-                .probs
-                .iter()
-                .map(|row| f64::from(row.get(e).copied().unwrap_or(0.0)))
-                .sum::<f64>()
-                / tokens as f64;
-            f * p
-        })
-        .sum::<f64>()
-        * experts as f64
-}
+pub use crate::page::{balance_loss, load};
 
 #[component]
 pub fn ExpertLoad() -> impl IntoView {

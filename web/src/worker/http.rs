@@ -1,7 +1,7 @@
 //! Shards over HTTP for the browser: the Cache API first, then the network (one retry for
 //! network errors and server errors), and only verified bytes are stored in the cache.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use js_sys::{Promise, Uint8Array};
@@ -24,6 +24,14 @@ thread_local! {
     /// The `AbortController` whose signal every transfer carries; [`cancel_transfers`] aborts
     /// it and the next transfer gets a new one.
     static ABORT: RefCell<Option<JsValue>> = const { RefCell::new(None) };
+    /// Bytes of verified model files that came over the network (not from the cache).
+    static NETWORK_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Bytes of verified model files this worker has taken from the network so far (the page's
+/// "downloaded" figure; files answered by the cache are not counted).
+pub fn network_bytes() -> u64 {
+    NETWORK_BYTES.get()
 }
 
 fn scope() -> WorkerGlobalScope {
@@ -263,6 +271,7 @@ impl HttpSource {
             Err(Failure::Final(reason)) => return Err(shard_error(&file.name, reason)),
         };
         verify(file, &bytes)?;
+        NETWORK_BYTES.set(NETWORK_BYTES.get() + bytes.len() as u64);
         if let Some(cache) = &cache {
             store(cache, &url, &bytes).await;
         }
@@ -430,6 +439,8 @@ impl HttpSource {
             for file in files {
                 let _ = JsFuture::from(cache.delete_with_str(&self.url(file))).await;
             }
+            let manifest = format!("{}manifest.json", self.base);
+            let _ = JsFuture::from(cache.delete_with_str(&manifest)).await;
         }
     }
 }

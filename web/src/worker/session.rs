@@ -94,6 +94,7 @@ pub async fn load(
     prefetch: bool,
 ) -> Result<ModelInfo, String> {
     let start = now_ms();
+    let network_before = crate::worker::http::network_bytes();
     let base = if url.ends_with('/') {
         url
     } else {
@@ -180,6 +181,7 @@ pub async fn load(
         quantization,
         shards,
         dense_bytes,
+        downloaded_bytes: crate::worker::http::network_bytes() - network_before,
         total_bytes,
         expert_device_bytes: (2 * config.d_model * config.d_ff * 4) as u64,
         tokenizer_json,
