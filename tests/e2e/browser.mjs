@@ -65,3 +65,49 @@ export async function waitStatus(page, wanted, timeout = 300_000) {
   );
   return (await page.getByTestId('status').innerText()).trim();
 }
+
+/** Clicks the download button `testId` and returns the file's bytes. */
+export async function download(page, testId) {
+  const [file] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testId).click()]);
+  return readFileSync(await file.path());
+}
+
+/** Every cell of the routing grid as the page shows it. */
+export async function routeCells(page) {
+  return page.getByTestId('route-cell').evaluateAll((els) =>
+    els.map((e) => ({
+      stack: e.dataset.stack,
+      block: Number(e.dataset.block),
+      token: Number(e.dataset.token),
+      expert: Number(e.dataset.expert),
+      chosen: Number(e.dataset.chosen),
+      crossed: e.querySelector('path.dropped') !== null,
+      label: e.querySelector('.cell-label')?.textContent,
+    })),
+  );
+}
+
+/**
+ * The routing CSV export as rows ({stack, block, token, piece, expert, chosen, probability,
+ * dropped}); the piece is the only quoted field and may hold commas.
+ */
+export function parseRoutingCsv(text) {
+  const [header, ...lines] = text.trim().split('\n');
+  return {
+    header,
+    rows: lines.map((line) => {
+      const m = line.match(/^(\w+),(\d+),(\d+),"((?:[^"]|"")*)",(-?\d+),(\d+),([\d.]+),(true|false)$/);
+      if (!m) throw new Error(`not a routing CSV line: ${line}`);
+      return {
+        stack: m[1],
+        block: Number(m[2]),
+        token: Number(m[3]),
+        piece: m[4].replaceAll('""', '"'),
+        expert: Number(m[5]),
+        chosen: Number(m[6]),
+        probability: Number(m[7]),
+        dropped: m[8] === 'true',
+      };
+    }),
+  };
+}

@@ -1,5 +1,6 @@
 // The embed: a host page on another origin drives it with postMessage and receives its events;
-// a page on an origin that is not allowed gets no run and no reply.
+// a page on an origin that is not allowed gets no run and no reply; an error reaches an allowed
+// host as switchscope:error, and never a host that is not allowed.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
@@ -9,14 +10,18 @@ const MODEL = process.env.SWITCHSCOPE_MODEL ?? 'models/switchscope-mini/';
 const TIMEOUT = 300_000;
 const appOrigin = new URL(BASE_URL).origin;
 
-/** Serves one host page that embeds the app, allowing `allowed` to drive it. */
-async function hostServer(allowed) {
+/**
+ * Serves one host page that embeds the app, allowing `allowed` (default: the host itself) to
+ * drive it; `params` are more of the embed's URL parameters.
+ */
+async function hostServer(allowed, params = {}) {
   const server = createServer((req, res) => {
     const src = new URL('/embed.html', BASE_URL);
     src.searchParams.set('model', MODEL);
     src.searchParams.set('origins', allowed ?? `http://127.0.0.1:${server.address().port}`);
     src.searchParams.set('backend', 'cpu');
     src.searchParams.set('theme', 'dark');
+    for (const [k, v] of Object.entries(params)) src.searchParams.set(k, v);
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
     res.end(`<!doctype html><title>host</title>
 <h1>An article about experts</h1>
@@ -87,6 +92,37 @@ test('a page on an origin that is not allowed gets no run and no reply', async (
     assert.equal((await frame.getByTestId('status').innerText()).trim(), 'idle', 'no run');
     assert.deepEqual(await page.evaluate(() => window.messages), [], 'no reply, not even ready');
     assert.equal((await frame.getByTestId('output').innerText()).trim(), '');
+  } finally {
+    await browser.close();
+  }
+});
+
+test('switchscope:error reaches an allowed host, and never a host that is not allowed', async () => {
+  // An embed that cannot start: the URL asks for a token limit that is not a number.
+  const bad = { max_new_tokens: 'lots' };
+  const allowed = await hostServer(undefined, bad);
+  servers.push(allowed);
+  const foreign = await hostServer(`http://127.0.0.1:${allowed.address().port}`, bad);
+  servers.push(foreign);
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page } = browser;
+    await page.goto(`http://127.0.0.1:${allowed.address().port}/`);
+    await page.waitForFunction(() => window.messages.some((m) => m.type === 'switchscope:error'), null, { timeout: TIMEOUT });
+    const errors = (await page.evaluate(() => window.messages)).filter((m) => m.type === 'switchscope:error');
+    assert.equal(errors.length, 1);
+    assert.match(errors[0].message, /max_new_tokens=lots in the URL is not a valid number/);
+    const frame = page.frameLocator('#app');
+    assert.equal((await frame.getByTestId('status').innerText()).trim(), 'error');
+    assert.equal((await frame.getByTestId('error').innerText()).trim(), errors[0].message);
+
+    // The same embed under a host it does not list: the page shows the error, the host hears nothing.
+    await page.goto(`http://127.0.0.1:${foreign.address().port}/`);
+    const other = page.frameLocator('#app');
+    await other.locator('[data-testid="status"]', { hasText: 'error' }).waitFor({ timeout: TIMEOUT });
+    assert.match(await other.getByTestId('error').innerText(), /max_new_tokens=lots/);
+    await page.waitForTimeout(1000);
+    assert.deepEqual(await page.evaluate(() => window.messages), [], 'no message, the error included');
   } finally {
     await browser.close();
   }

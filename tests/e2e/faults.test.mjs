@@ -253,8 +253,9 @@ test('a lost GPU device: the page switches to the CPU, loads the model again and
     assert.ok(worker, 'the compute worker');
     await worker.evaluate(() => self.switchscopeGpuDevice.destroy());
     await page.getByTestId('device-lost').waitFor({ timeout: TIMEOUT });
+    // textContent, not innerText: the text as written, runs of spaces included.
     assert.match(
-      await page.getByTestId('device-lost').innerText(),
+      await page.getByTestId('device-lost').textContent(),
       /^The GPU device was lost \(destroyed.*\)\. Switchscope switched to the CPU and loaded the model again; the run in progress was interrupted, run it again\.$/,
     );
     assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');

@@ -2,6 +2,7 @@
 // keeps the model; offline, the app reloads and generates the same text. With only part of the
 // model cached, a prompt that needs a missing expert says which one. A second visit downloads
 // no expert shard the first one downloaded. A rebuilt app is offered and picked up after reload.
+// "Remove offline copy" empties the model cache again and says so.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -148,6 +149,43 @@ test('a rebuilt app is offered and picked up after reload', async () => {
     assert.ok(!after.includes(`switchscope-shell-${version}`), 'the old shell cache is deleted');
   } finally {
     writeFileSync(swPath, original);
+    await browser.close();
+  }
+});
+
+test('Remove offline copy empties the model cache and says so', async () => {
+  const browser = await launch({ webgpu: false, serviceWorkers: 'block' });
+  try {
+    const { page } = browser;
+    const manifestUrl = new URL(`${MODEL}manifest.json`, new URL('/', BASE_URL)).href;
+    const manifest = await (await fetch(manifestUrl)).json();
+    const modelFiles = [...manifest.files.map((f) => new URL(f.name, manifestUrl).href), manifestUrl].sort();
+    const cached = () =>
+      page.evaluate(async () => (await (await caches.open('switchscope-models-v1')).keys()).map((r) => r.url).sort());
+    const shardStates = () => page.getByTestId('shard').evaluateAll((els) => [...new Set(els.map((e) => e.dataset.state))]);
+    await page.goto(appUrl());
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
+    await page.getByTestId('make-offline').click();
+    const status = page.getByTestId('offline-status');
+    await status.waitFor({ timeout: TIMEOUT });
+    assert.match(await status.innerText(), new RegExp(`^Available offline: ${manifest.files.length} files`));
+    assert.deepEqual(await cached(), modelFiles);
+    assert.deepEqual(await shardStates(), ['cached']);
+
+    await page.getByTestId('remove-offline').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="offline-status"]')?.textContent.startsWith('Removed'), null, { timeout: TIMEOUT });
+    const mb = (manifest.files.reduce((s, f) => s + f.bytes, 0) / 1e6).toFixed(1);
+    assert.match(
+      await status.innerText(),
+      new RegExp(`^Removed the offline copy: ${manifest.files.length} files \\(${mb.replace('.', '\\.')} MB\\)\\. Storage before: .+; after: .+\\.$`),
+    );
+    assert.deepEqual(await cached(), [], 'the model cache is empty');
+    assert.deepEqual(await shardStates(), ['remote']);
+    assert.equal(await page.getByTestId('offline-progress').count(), 0);
+    // The page still works, from the network.
+    const run = await generate(page);
+    assert.ok(run.output, run.error);
+  } finally {
     await browser.close();
   }
 });
