@@ -403,8 +403,8 @@ def main() -> int:
                                 lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     elif args.optimizer == "adamw-rms":
         # one group per tensor: its learning rate is set every step to lr x max(1e-3, RMS(tensor))
-        groups = [{"params": [p], "weight_decay": 0.01, "rms_of": p} for p in decay]
-        groups += [{"params": [p], "weight_decay": 0.0, "rms_of": p} for p in no_decay]
+        groups = [{"params": [p], "weight_decay": 0.01, "rms_scaled": True} for p in decay]
+        groups += [{"params": [p], "weight_decay": 0.0, "rms_scaled": True} for p in no_decay]
         opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
     else:
         from transformers.optimization import Adafactor
@@ -413,8 +413,8 @@ def main() -> int:
 
     def set_lr(lr: float) -> None:
         for g in opt.param_groups:
-            if "rms_of" in g:
-                p = g["rms_of"]
+            if g.get("rms_scaled"):
+                p = g["params"][0]
                 g["lr"] = lr * max(1e-3, float(p.detach().pow(2).mean().sqrt()))
             else:
                 g["lr"] = lr
