@@ -32,8 +32,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 PYTHON=${PYTHON:-python3}
 SWITCHSCOPE=${SWITCHSCOPE:-cargo run --release -p switchscope-cli --}
-PHASE1_ARGS=${PHASE1_ARGS:---optimizer adamw-rms --lr 2e-2 --batch-size 64 --warmup 150 --tokens 27000000 --router-aux-coef 0.01 --threads 2}
-PHASE2_ARGS=${PHASE2_ARGS:---optimizer adamw-rms --lr 1e-2 --batch-size 128 --warmup 100 --tokens 14000000 --router-aux-coef 0.01 --threads 1 --data-seed 4321 --cooldown-at 759 --cooldown-steps 100}
+PHASE1_ARGS=${PHASE1_ARGS:---task span --label-smoothing 0 --optimizer adamw-rms --lr 2e-2 --batch-size 64 --warmup 150 --tokens 27000000 --router-aux-coef 0.01 --threads 2}
+PHASE2_ARGS=${PHASE2_ARGS:---task span --label-smoothing 0 --optimizer adamw-rms --lr 1e-2 --batch-size 128 --warmup 100 --tokens 14000000 --router-aux-coef 0.01 --threads 1 --data-seed 4321 --cooldown-at 759 --cooldown-steps 100}
 WORK=tools/model/work
 MODEL=public/models/switchscope-mini
 

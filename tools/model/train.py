@@ -602,6 +602,7 @@ def main() -> int:
         "span_share": args.span_share if sampler is not None else 1.0,
         "label_smoothing": args.label_smoothing,
         "tokens_seen": tokens,
+        **({"raw_tokens_seen": tokens} if sampler is None else {}),  # the first generation's name
         "noise_density": args.noise_density,
         "mean_span": args.mean_span,
         "cpu_seconds": round(cpu_now(), 1),
