@@ -10,6 +10,10 @@ use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
 
+/// The page's own logic (`switchscope_web::page`).
+#[path = "browser/page.rs"]
+mod page;
+
 #[wasm_bindgen_test]
 fn requests_round_trip_as_json() {
     let req = Request::Probe {
@@ -151,29 +155,81 @@ fn protocol_mirrors_decode_the_core_types() {
     );
 }
 
-/// A shard the server does not have is a typed error naming it (no retry for a 404), and a
-/// body that fails its checksum is not accepted.
+/// A shard the server does not have is a typed error naming it (no retry for a 404); bytes
+/// that do not match the manifest's SHA-256, or its size, are refused with the reason and never
+/// cached (a cached copy that no longer matches is dropped); the same bytes with their real
+/// digest are accepted. The test runner also serves this crate's directory, so
+/// `web/webdriver.json` stands in for a shard there.
 #[wasm_bindgen_test]
-async fn http_source_names_missing_shards() {
+async fn http_source_refuses_missing_and_corrupt_shards() {
     use switchscope_core::CoreError;
     use switchscope_core::shards::manifest::FileEntry;
-    use switchscope_web::worker::http::HttpSource;
+    use switchscope_core::shards::source::sha256_hex;
+    use switchscope_web::worker::http::{HttpSource, open_cache};
+    use wasm_bindgen_futures::JsFuture;
 
-    let source = HttpSource {
-        base: "/no-such-model/".into(),
+    let refused = |got: Result<Vec<u8>, CoreError>, entry: &FileEntry, why: &str| match got {
+        Err(CoreError::Shard { file, reason }) => {
+            assert_eq!(file, entry.name);
+            assert!(reason.contains(why), "{reason}");
+        }
+        other => panic!("expected a shard error ({why}), got {other:?}"),
     };
-    let entry = FileEntry {
+    let missing = FileEntry {
         name: "experts/encoder.b1.e0.safetensors".into(),
         bytes: 10,
         sha256: "0".repeat(64),
     };
-    match source.get_verified(&entry).await {
-        Err(CoreError::Shard { file, reason }) => {
-            assert_eq!(file, entry.name);
-            assert!(reason.contains("404"), "{reason}");
-        }
-        other => panic!("expected a shard error, got {other:?}"),
-    }
+    let source = HttpSource {
+        base: "/no-such-model/".into(),
+    };
+    refused(source.get_verified(&missing).await, &missing, "404");
+
+    let served: &[u8] = include_bytes!("../webdriver.json");
+    let source = HttpSource { base: "/".into() };
+    let intact = FileEntry {
+        name: "webdriver.json".into(),
+        bytes: served.len() as u64,
+        sha256: sha256_hex(served),
+    };
+    // The digest with its last hex digit changed: the bytes are the server's, the check fails.
+    let mut digest = intact.sha256.clone();
+    let last = if digest.ends_with('0') { "1" } else { "0" };
+    digest.replace_range(63.., last);
+    let corrupt = FileEntry {
+        sha256: digest,
+        ..intact.clone()
+    };
+    let cached = || async {
+        let cache = open_cache().await.expect("the Cache API in the worker");
+        let found = JsFuture::from(cache.match_with_str("/webdriver.json"))
+            .await
+            .unwrap();
+        !found.is_undefined()
+    };
+    refused(
+        source.get_verified(&corrupt).await,
+        &corrupt,
+        "does not match its sha256",
+    );
+    assert!(!cached().await, "refused bytes are not cached");
+    let longer = FileEntry {
+        bytes: intact.bytes + 1,
+        ..intact.clone()
+    };
+    refused(source.get_verified(&longer).await, &longer, "truncated");
+    assert!(!cached().await);
+
+    assert_eq!(source.get_verified(&intact).await.unwrap(), served);
+    assert!(cached().await, "verified bytes are cached");
+    // The cached copy does not match the corrupt entry: it is dropped, and the network's
+    // bytes are refused too.
+    refused(
+        source.get_verified(&corrupt).await,
+        &corrupt,
+        "does not match its sha256",
+    );
+    assert!(!cached().await, "the mismatching cached copy is gone");
 }
 
 /// Our kernels (`switchscope_core::kernels`) on WebGPU (SwiftShader) against their plain-Rust
