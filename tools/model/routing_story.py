@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 
 import make_reference as mr
 import score
@@ -74,11 +73,7 @@ def main() -> int:
     ap.add_argument("--per-source", type=int, default=32, help="held-out chunks per corpus source")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tok_path = args.model / "tokenizer.json"
-    tok = Tokenizer.from_file(str(tok_path if tok_path.exists() else args.work / "tokenizer.json"))
-    model = score.load(args.model)
-    torch.set_num_threads(args.threads)
+    model, tok = score.open_model(args.model, threads=args.threads)
     n = model.config.num_experts
     vocab = model.config.vocab_size
     rec = mr.Routers(model)

@@ -52,6 +52,18 @@ def load(model_dir: Path):
     return SwitchTransformersForConditionalGeneration.from_pretrained(model_dir).eval()
 
 
+def open_model(model_dir: Path, tokenizer: Path | None = None, threads: int = 1):
+    """(model, tokenizer) for the scripts that read a model: its tokenizer.json, or the training
+    corpus's (WORK/tokenizer.json) for a run in progress, on `threads` torch threads."""
+    torch.set_num_threads(threads)
+    tok_path = tokenizer or model_dir / "tokenizer.json"
+    if not tok_path.exists():
+        tok_path = HERE / "work" / "tokenizer.json"
+    model = load(model_dir)
+    torch.set_num_threads(threads)  # make_reference, imported for converted models, sets one thread
+    return model, Tokenizer.from_file(str(tok_path))
+
+
 def loops(text: str) -> bool:
     words = text.split()
     grams = Counter(tuple(words[i:i + 3]) for i in range(len(words) - 2))
@@ -102,13 +114,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    tok_path = args.tokenizer or args.model / "tokenizer.json"
-    if not tok_path.exists():
-        tok_path = HERE / "work" / "tokenizer.json"
-    tok = Tokenizer.from_file(str(tok_path))
-    model = load(args.model)
-    torch.set_num_threads(args.threads)
+    model, tok = open_model(args.model, args.tokenizer, args.threads)
     res = score(model, tok, args.limit, args.show)
     text = json.dumps(res, indent=1, ensure_ascii=False)
     if args.json:
