@@ -13,7 +13,7 @@ if (self.GPUAdapter && GPUAdapter.prototype.requestDevice) {
     self.switchscopeGpuDevice = device;
     device.lost.then((info) => {
       self.postMessage(
-        JSON.stringify({ type: 'device_lost', reason: String(info.reason ?? 'unknown'), message: String(info.message ?? '') }),
+        JSON.stringify({ body: { type: 'device_lost', reason: String(info.reason ?? 'unknown'), message: String(info.message ?? '') } }),
       );
     });
     return device;

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use switchscope_core::shards::files::dense_shapes;
-use switchscope_core::shards::manifest::Manifest;
+use switchscope_core::formats::converted::dense_shapes;
+use switchscope_core::formats::manifest::Manifest;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

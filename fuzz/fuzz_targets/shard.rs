@@ -17,11 +17,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use switchscope_core::model::weights::decode_floats_named;
-use switchscope_core::shards::manifest::Manifest;
-use switchscope_core::shards::quant::Scheme;
-use switchscope_core::shards::safetensors::{SafetensorsFile, parse_bytes};
-use switchscope_core::shards::store::decode_matrix;
+use switchscope_core::formats::tensor::decode_floats_named;
+use switchscope_core::formats::manifest::Manifest;
+use switchscope_core::formats::quant::Scheme;
+use switchscope_core::formats::safetensors::{SafetensorsFile, parse_bytes};
+use switchscope_core::formats::shard::decode_matrix;
 
 /// The shipped manifests (int8 and int4 experts) and f32/f16 variants of the first.
 fn manifests() -> &'static [Manifest] {

@@ -8,13 +8,16 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use switchscope_core::backend::cpu_device;
-use switchscope_core::model::generate::GenerateOptions;
-use switchscope_core::model::weights::{load_converted_lazy, load_model_dir};
+use switchscope_core::formats::converted::read_verified;
+use switchscope_core::formats::manifest::Manifest;
+use switchscope_core::formats::manifest::sha256_hex;
 use switchscope_core::model::{RunOptions, StackKind, TokenBatch};
-use switchscope_core::shards::files::read_verified;
-use switchscope_core::shards::manifest::Manifest;
-use switchscope_core::shards::source::sha256_hex;
+use switchscope_core::runtime::generate::GenerateOptions;
+use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
+
+mod open;
+use open::{open_eager, open_lazy};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -95,7 +98,7 @@ fn the_shipped_manifest_describes_the_architecture_and_every_file_checks_out() {
 fn our_runtime_routes_and_generates_like_pytorch_on_the_shipped_weights() {
     let reference = reference();
     let device = cpu_device();
-    let (config, model) = load_model_dir(&model_dir(), &device).unwrap();
+    let (_, model) = open_eager(&model_dir(), &device).unwrap();
     let tokenizer =
         Tokenizer::from_bytes(&std::fs::read(model_dir().join("tokenizer.json")).unwrap()).unwrap();
     let examples = reference["examples"].as_array().unwrap();
@@ -113,8 +116,7 @@ fn our_runtime_routes_and_generates_like_pytorch_on_the_shipped_weights() {
         let input = TokenBatch::new(std::slice::from_ref(&input_ids), 0).unwrap();
         let decoder = TokenBatch::new(std::slice::from_ref(&decoder_ids), 0).unwrap();
         let out =
-            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap();
         let want = shipped["routing"].as_array().unwrap();
         assert_eq!(out.routing[0].len(), want.len());
         for (got, want) in out.routing[0].iter().zip(want) {
@@ -142,10 +144,9 @@ fn our_runtime_routes_and_generates_like_pytorch_on_the_shipped_weights() {
             max_new_tokens: reference["generate"]["max_new_tokens"].as_u64().unwrap() as usize,
             ..GenerateOptions::default()
         };
-        let generation = pollster::block_on(
-            model.generate(&config, &input_ids, &options, |_| std::future::ready(true)),
-        )
-        .unwrap();
+        let generation =
+            pollster::block_on(model.generate(&input_ids, &options, |_| std::future::ready(true)))
+                .unwrap();
         assert_eq!(
             generation.output_ids,
             ids(&shipped["output_ids"]),
@@ -166,15 +167,15 @@ fn lazily_loaded_it_reads_only_the_routed_experts() {
     let reference = reference();
     let ex = &reference["examples"][0];
     let input_ids = ids(&ex["input_ids"]);
-    let (config, model, store) = load_converted_lazy(&model_dir(), &cpu_device()).unwrap();
+    let (_, model, store) =
+        open_lazy(&model_dir(), &cpu_device(), StoreOptions::default()).unwrap();
     let options = GenerateOptions {
         max_new_tokens: 16,
         ..GenerateOptions::default()
     };
-    let generation = pollster::block_on(
-        model.generate(&config, &input_ids, &options, |_| std::future::ready(true)),
-    )
-    .unwrap();
+    let generation =
+        pollster::block_on(model.generate(&input_ids, &options, |_| std::future::ready(true)))
+            .unwrap();
     assert_eq!(generation.output_ids, ids(&ex["shipped"]["output_ids"]));
     let mut routed: Vec<String> = generation
         .encoder_routing
@@ -182,7 +183,7 @@ fn lazily_loaded_it_reads_only_the_routed_experts() {
         .chain(generation.steps.iter().flat_map(|s| &s.routing))
         .flat_map(|l| {
             l.expert.iter().filter(|&&e| e >= 0).map(move |&e| {
-                switchscope_core::shards::manifest::expert_file(l.stack, l.block, e as usize)
+                switchscope_core::formats::manifest::expert_file(l.stack, l.block, e as usize)
             })
         })
         .collect();

@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use switchscope_core::BackendKind;
+use switchscope_core::Switch;
 use switchscope_core::backend::{cpu_device, gpu_device};
-use switchscope_core::model::generate::GenerateOptions;
-use switchscope_core::model::weights::load_hf_dir;
-use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, SwitchModel, TokenBatch};
+use switchscope_core::model::{LayerRouting, RunOptions, SwitchConfig, TokenBatch};
+use switchscope_core::runtime::generate::GenerateOptions;
 use switchscope_core::tensor::Device;
+
+mod open;
+use open::open_eager;
 
 const CPU_TOLERANCE: f32 = 1e-4;
 const GPU_TOLERANCE: f32 = 1e-3;
@@ -60,8 +63,8 @@ fn max_diff(reference: &Value, ours: &[f32], what: &str) -> f32 {
         .fold(0.0, f32::max)
 }
 
-fn load(name: &str, device: &Device) -> (SwitchConfig, SwitchModel) {
-    load_hf_dir(&fixtures().join(name), device).unwrap_or_else(|e| panic!("loading {name}: {e}"))
+fn load(name: &str, device: &Device) -> (SwitchConfig, Switch) {
+    open_eager(&fixtures().join(name), device).unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
 
 /// Compares our routing of sequence `row` (all sparse layers in order) with the reference's.
@@ -126,7 +129,7 @@ async fn check_fixture(name: &str, device: &Device, tol: f32) {
     let decoder =
         TokenBatch::new(&ids(&reference["decoder_input_ids"]), config.pad_token_id).unwrap();
     let out = model
-        .forward(&config, &input, &decoder, RunOptions::default())
+        .forward(&input, &decoder, RunOptions::default())
         .await
         .unwrap();
     let logits: Vec<f32> = out.logits.iter().flatten().flatten().copied().collect();
@@ -145,10 +148,11 @@ async fn check_fixture(name: &str, device: &Device, tol: f32) {
         );
     }
     let encoded = model
+        .model()
         .encode(&config, &input, RunOptions::default())
         .await
         .unwrap();
-    let hidden = switchscope_core::model::routing::read_f32(encoded.hidden)
+    let hidden = switchscope_core::backend::read_f32(encoded.hidden)
         .await
         .unwrap();
     let d = max_diff(
@@ -164,7 +168,7 @@ async fn check_fixture(name: &str, device: &Device, tol: f32) {
     let input = TokenBatch::new(&ids(&single["input_ids"]), 0).unwrap();
     let decoder = TokenBatch::new(&ids(&single["decoder_input_ids"]), 0).unwrap();
     let out = model
-        .forward(&config, &input, &decoder, RunOptions::default())
+        .forward(&input, &decoder, RunOptions::default())
         .await
         .unwrap();
     let logits: Vec<f32> = out.logits[0].iter().flatten().copied().collect();
@@ -183,7 +187,7 @@ async fn check_fixture(name: &str, device: &Device, tol: f32) {
                 ..GenerateOptions::default()
             };
             let generation = model
-                .generate(&config, &input, &options, |_| std::future::ready(true))
+                .generate(&input, &options, |_| std::future::ready(true))
                 .await
                 .unwrap();
             let want = ids(&Value::Array(vec![case[key].clone()]))[0].clone();
@@ -229,11 +233,12 @@ fn dropped_tokens_exist_in_the_drop_fixture() {
 #[test]
 fn errors_name_the_problem() {
     let device = cpu_device();
-    let missing = load_hf_dir(&fixtures().join("does-not-exist"), &device).unwrap_err();
+    let missing = open_eager(&fixtures().join("does-not-exist"), &device).unwrap_err();
     assert!(missing.to_string().contains("config.json"), "{missing}");
     let (config, model) = load("tiny", &device);
     let bad = TokenBatch::new(&[vec![5, 100_000]], 0).unwrap();
-    let err = pollster::block_on(model.encode(&config, &bad, RunOptions::default())).unwrap_err();
+    let err =
+        pollster::block_on(model.model().encode(&config, &bad, RunOptions::default())).unwrap_err();
     assert!(err.to_string().contains("100000"), "{err}");
     assert!(TokenBatch::new(&[vec![]], 0).is_err());
 }
@@ -252,7 +257,7 @@ fn timing_blocks_changes_no_output() {
             * 1e3
     }
     let device = cpu_device();
-    let (config, model) = load_hf_dir(&fixtures().join("tiny"), &device).unwrap();
+    let (config, model) = open_eager(&fixtures().join("tiny"), &device).unwrap();
     let input = vec![5, 25, 59, 107, 1];
     let plain = GenerateOptions {
         max_new_tokens: 4,
@@ -267,10 +272,9 @@ fn timing_blocks_changes_no_output() {
     };
     let mut encoder_ms = Vec::new();
     let a =
-        pollster::block_on(model.generate(&config, &input, &plain, |_| std::future::ready(true)))
-            .unwrap();
-    let b = pollster::block_on(model.generate(&config, &input, &timed, |p| {
-        if let switchscope_core::model::generate::Progress::Encoded { block_ms, .. } = p {
+        pollster::block_on(model.generate(&input, &plain, |_| std::future::ready(true))).unwrap();
+    let b = pollster::block_on(model.generate(&input, &timed, |p| {
+        if let switchscope_core::runtime::generate::Progress::Encoded { block_ms, .. } = p {
             encoder_ms = block_ms.to_vec();
         }
         std::future::ready(true)

@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 
 use switchscope_core::CoreError;
 use switchscope_core::backend::cpu_device;
-use switchscope_core::model::weights::load_model_dir;
+use switchscope_core::formats::convert::{ConvertOptions, convert};
+use switchscope_core::formats::manifest::Manifest;
+use switchscope_core::formats::quant::Scheme;
 use switchscope_core::model::{RunOptions, TokenBatch};
-use switchscope_core::shards::convert::{ConvertOptions, convert};
-use switchscope_core::shards::manifest::Manifest;
-use switchscope_core::shards::quant::Scheme;
+use switchscope_core::runtime::store::StoreOptions;
+
+mod open;
+use open::{open_eager, open_lazy};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,7 +53,7 @@ fn inputs() -> Vec<Vec<u32>> {
 /// Routing agreement (fraction of token × sparse-layer decisions equal) and greedy next-token
 /// agreement of converted model `b` against checkpoint `a`.
 fn agreement(a: &Path, b: &Path) -> (f64, f64) {
-    let r = pollster::block_on(switchscope_core::shards::report::quantization_report(
+    let r = pollster::block_on(switchscope_core::eval::report::quantization_report(
         a,
         b,
         &inputs(),
@@ -124,12 +127,11 @@ fn every_checkpoint_format_converts() {
                 .collect()
         };
         let out = convert_to(name, Scheme::F32, &format!("{name}-f32"));
-        let (config, model) = load_model_dir(&out, &cpu_device()).unwrap();
+        let (_, model) = open_eager(&out, &cpu_device()).unwrap();
         let input = TokenBatch::new(&[row("input_ids")], 0).unwrap();
         let decoder = TokenBatch::new(&[row("decoder_input_ids")], 0).unwrap();
         let got =
-            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap();
         let logits: Vec<f64> = got.logits[0]
             .iter()
             .flatten()
@@ -193,7 +195,7 @@ fn bad_shards_are_typed_errors_naming_the_file() {
     let original = std::fs::read(&shard).unwrap();
     let device = cpu_device();
     let expect_shard_error = |what: &str| {
-        let err = load_model_dir(&dir, &device).unwrap_err();
+        let err = open_eager(&dir, &device).unwrap_err();
         match &err {
             CoreError::Shard { file, reason } => {
                 assert_eq!(file, &m.experts[0].file, "{what}: {err}");
@@ -220,20 +222,20 @@ fn bad_shards_are_typed_errors_naming_the_file() {
 
     // Restored: loads again.
     std::fs::write(&shard, &original).unwrap();
-    load_model_dir(&dir, &device).unwrap();
+    open_eager(&dir, &device).unwrap();
 
     // A manifest naming a file outside the directory, or from a future version.
     let text = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
     let escaped = text.replacen(&m.experts[0].file, "../../etc/passwd", 2);
     std::fs::write(dir.join("manifest.json"), escaped).unwrap();
-    let err = load_model_dir(&dir, &device).unwrap_err();
+    let err = open_eager(&dir, &device).unwrap_err();
     assert!(
         matches!(err, CoreError::Manifest(_)) && err.to_string().contains(".."),
         "{err}"
     );
     let future = text.replacen("\"version\": 1", "\"version\": 9", 1);
     std::fs::write(dir.join("manifest.json"), future).unwrap();
-    let err = load_model_dir(&dir, &device).unwrap_err();
+    let err = open_eager(&dir, &device).unwrap_err();
     assert!(err.to_string().contains("version 9"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -279,13 +281,12 @@ fn an_existing_output_is_not_overwritten_and_failures_leave_nothing() {
 #[test]
 fn lazy_loading_reads_exactly_the_routed_experts() {
     use std::collections::BTreeSet;
-    use switchscope_core::model::weights::load_converted_lazy;
-    use switchscope_core::shards::manifest::expert_file;
+    use switchscope_core::formats::manifest::expert_file;
 
     for (fixture_name, scheme) in [("tiny", Scheme::Int8), ("tiny-drop", Scheme::Int4)] {
         let dir = convert_to(fixture_name, scheme, &format!("lazy-{fixture_name}"));
         let device = cpu_device();
-        let (config, model, store) = load_converted_lazy(&dir, &device).unwrap();
+        let (config, model, store) = open_lazy(&dir, &device, StoreOptions::default()).unwrap();
         assert!(
             store.loaded_files().is_empty(),
             "nothing is read before the first token"
@@ -294,8 +295,7 @@ fn lazy_loading_reads_exactly_the_routed_experts() {
         let input = TokenBatch::new(&[vec![5, 25, 59, 107, 1]], 0).unwrap();
         let decoder = TokenBatch::new(&[vec![0, 17, 42]], 0).unwrap();
         let out =
-            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap();
         let routed: BTreeSet<String> = out.routing[0]
             .iter()
             .flat_map(|layer| {
@@ -319,36 +319,32 @@ fn lazy_loading_reads_exactly_the_routed_experts() {
         );
 
         // Same numbers as loading every expert up front.
-        let (_, eager) = load_model_dir(&dir, &device).unwrap();
+        let (_, eager) = open_eager(&dir, &device).unwrap();
         let want =
-            pollster::block_on(eager.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(eager.forward(&input, &decoder, RunOptions::default())).unwrap();
         assert_eq!(out.logits, want.logits);
         assert_eq!(out.routing, want.routing);
 
         // A second pass reads nothing new.
-        pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
-            .unwrap();
+        pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap();
         assert_eq!(store.loaded_files().len(), loaded.len());
 
         // A corrupt shard of an expert that is needed fails the pass with the shard's name, and
         // is not kept: once repaired, the same model succeeds.
-        let (_, model, store) = load_converted_lazy(&dir, &device).unwrap();
+        let (_, model, store) = open_lazy(&dir, &device, StoreOptions::default()).unwrap();
         let victim = dir.join(&loaded[0]);
         let original = std::fs::read(&victim).unwrap();
         let mut corrupt = original.clone();
         corrupt[original.len() / 2] ^= 0x55;
         std::fs::write(&victim, &corrupt).unwrap();
         let err =
-            pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap_err();
+            pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap_err();
         assert!(
             matches!(&err, CoreError::Shard { file, .. } if *file == loaded[0]),
             "{err}"
         );
         std::fs::write(&victim, &original).unwrap();
-        pollster::block_on(model.forward(&config, &input, &decoder, RunOptions::default()))
-            .unwrap();
+        pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap();
         assert!(store.loaded_files().contains(&loaded[0]));
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -359,27 +355,24 @@ fn lazy_loading_reads_exactly_the_routed_experts() {
 /// announced (requested → fetched → resident) and counted.
 #[test]
 fn a_residency_budget_evicts_lru_and_changes_no_number() {
-    use switchscope_core::model::weights::{load_converted_lazy, load_converted_lazy_with};
-    use switchscope_core::shards::store::{ShardEventKind, StoreOptions};
+    use switchscope_core::wire::ShardEventKind;
 
     let dir = convert_to("tiny-8", Scheme::Int8, "budget");
     let device = cpu_device();
-    let (config, free, free_store) = load_converted_lazy(&dir, &device).unwrap();
+    let (config, free, free_store) = open_lazy(&dir, &device, StoreOptions::default()).unwrap();
     let expert_bytes = (2 * config.d_model * config.d_ff * 4) as u64;
     let options = StoreOptions {
         budget_bytes: Some(2 * expert_bytes),
         ..StoreOptions::default()
     };
-    let (_, tight, store) = load_converted_lazy_with(&dir, &device, options).unwrap();
+    let (_, tight, store) = open_lazy(&dir, &device, options).unwrap();
     for row in inputs() {
         let input = TokenBatch::new(std::slice::from_ref(&row), 0).unwrap();
         let decoder = TokenBatch::new(&[vec![0, row[1], row[2]]], 0).unwrap();
         let want =
-            pollster::block_on(free.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(free.forward(&input, &decoder, RunOptions::default())).unwrap();
         let got =
-            pollster::block_on(tight.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(tight.forward(&input, &decoder, RunOptions::default())).unwrap();
         assert_eq!(got.logits, want.logits);
         assert_eq!(got.routing, want.routing);
     }
@@ -439,26 +432,23 @@ fn a_residency_budget_evicts_lru_and_changes_no_number() {
 /// never asked for are counted as waste.
 #[test]
 fn prefetch_by_pregating_changes_no_number_and_is_accounted() {
-    use switchscope_core::model::weights::{load_converted_lazy, load_converted_lazy_with};
-    use switchscope_core::shards::store::{ShardEventKind, StoreOptions};
+    use switchscope_core::wire::ShardEventKind;
 
     let dir = convert_to("tiny-8", Scheme::Int4, "prefetch");
     let device = cpu_device();
-    let (config, plain, plain_store) = load_converted_lazy(&dir, &device).unwrap();
+    let (_, plain, plain_store) = open_lazy(&dir, &device, StoreOptions::default()).unwrap();
     let options = StoreOptions {
         prefetch: true,
         ..StoreOptions::default()
     };
-    let (_, eager, store) = load_converted_lazy_with(&dir, &device, options).unwrap();
+    let (_, eager, store) = open_lazy(&dir, &device, options).unwrap();
     for row in inputs() {
         let input = TokenBatch::new(std::slice::from_ref(&row), 0).unwrap();
         let decoder = TokenBatch::new(&[vec![0, row[1]]], 0).unwrap();
         let want =
-            pollster::block_on(plain.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(plain.forward(&input, &decoder, RunOptions::default())).unwrap();
         let got =
-            pollster::block_on(eager.forward(&config, &input, &decoder, RunOptions::default()))
-                .unwrap();
+            pollster::block_on(eager.forward(&input, &decoder, RunOptions::default())).unwrap();
         assert_eq!(got.logits, want.logits);
         assert_eq!(got.routing, want.routing);
     }
@@ -491,7 +481,7 @@ fn prefetch_by_pregating_changes_no_number_and_is_accounted() {
 /// small, non-zero error and the goals hold (routing ≥ 99 %).
 #[test]
 fn the_quantization_report_measures_what_int8_costs() {
-    use switchscope_core::shards::report::quantization_report;
+    use switchscope_core::eval::report::quantization_report;
 
     let hf = fixture("tiny");
     let exact = convert_to("tiny", Scheme::F32, "report-f32");
@@ -528,7 +518,7 @@ fn the_quantization_report_measures_what_int8_costs() {
 /// row, groups of 32 input columns, scale = absmax / 127, code = round(w / scale), stored back
 /// as the f32 `code × scale`. An f32 checkpoint, computed by the reference path.
 fn int8_rounded_tiny(tag: &str) -> PathBuf {
-    use switchscope_core::shards::safetensors::{
+    use switchscope_core::formats::safetensors::{
         OutTensor, SafetensorsFile, serialize, write_file,
     };
     let out = scratch(tag);
@@ -580,14 +570,14 @@ fn int8_rounded_tiny(tag: &str) -> PathBuf {
 }
 
 /// Dense weights in int8: the dense file shrinks, the routers stay f32, both loaders (files,
-/// and any `ExpertSource` through `load_converted`) decode the same model, and it still routes
+/// and any `ExpertSource` through `ModelLocation::Source`) decode the same model, and it still routes
 /// like the checkpoint.
 #[test]
 fn int8_dense_weights_shrink_and_load_the_same_both_ways() {
-    use switchscope_core::model::weights::load_converted;
-    use switchscope_core::shards::report::quantization_report;
-    use switchscope_core::shards::safetensors::SafetensorsFile;
-    use switchscope_core::shards::store::{FileSource, StoreOptions};
+    use switchscope_core::eval::report::quantization_report;
+    use switchscope_core::formats::safetensors::SafetensorsFile;
+    use switchscope_core::runtime::source::FileSource;
+    use switchscope_core::{ModelLocation, OpenOptions, Switch};
 
     let f32_dense = convert_to("tiny", Scheme::Int8, "dense-f32");
     let out = scratch("dense-int8");
@@ -618,20 +608,16 @@ fn int8_dense_weights_shrink_and_load_the_same_both_ways() {
     );
 
     let device = cpu_device();
-    let (config, eager) = load_model_dir(&out, &device).unwrap();
-    let (_, lazy, _) = pollster::block_on(load_converted(
-        manifest,
-        Box::new(FileSource::new(&out)),
-        &device,
-        StoreOptions::default(),
-    ))
-    .unwrap();
+    let (_, eager) = open_eager(&out, &device).unwrap();
+    let at = ModelLocation::Source {
+        manifest: Box::new(manifest),
+        source: Box::new(FileSource::new(&out)),
+    };
+    let lazy = pollster::block_on(Switch::open(at, &device, OpenOptions::default())).unwrap();
     let input = TokenBatch::new(&[vec![5, 25, 59, 107, 1]], 0).unwrap();
     let decoder = TokenBatch::new(&[vec![0, 17, 42]], 0).unwrap();
-    let a = pollster::block_on(eager.forward(&config, &input, &decoder, RunOptions::default()))
-        .unwrap();
-    let b =
-        pollster::block_on(lazy.forward(&config, &input, &decoder, RunOptions::default())).unwrap();
+    let a = pollster::block_on(eager.forward(&input, &decoder, RunOptions::default())).unwrap();
+    let b = pollster::block_on(lazy.forward(&input, &decoder, RunOptions::default())).unwrap();
     assert_eq!(a.logits, b.logits);
     assert_eq!(a.routing, b.routing);
 
@@ -706,8 +692,8 @@ fn int8_dense_weights_shrink_and_load_the_same_both_ways() {
 /// the streaming one (dense weights) alike.
 #[test]
 fn shapes_whose_size_overflows_are_typed_errors() {
-    use switchscope_core::shards::safetensors::SafetensorsFile;
-    use switchscope_core::shards::store::decode_matrix;
+    use switchscope_core::formats::safetensors::SafetensorsFile;
+    use switchscope_core::formats::shard::decode_matrix;
 
     let manifest_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../public/models/switchscope-mini/manifest.json");

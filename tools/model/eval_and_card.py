@@ -132,7 +132,7 @@ def held_out(model, data: dict, vocab_size: int, log: RouteLog | None = None, ba
 
 def end_of_answer(ids: list[int], input_ids: list[int], vocab_size: int) -> list[int]:
     """`ids` (greedy output) cut where the app stops: after the sentinel that follows the input's
-    highest one (crates/switchscope-core/src/model/spans.rs), or at </s>."""
+    highest one (crates/switchscope-wire/src/spans.rs), or at </s>."""
     used = [vocab_size - 1 - t for t in input_ids if vocab_size - 100 <= t < vocab_size]
     stop = vocab_size - 1 - (max(used) + 1) if used else None
     for i, t in enumerate(ids[1:], start=1):

@@ -9,7 +9,7 @@ For a few held-out fill-in examples (text with <extra_id_0>, taken from the eval
   f32      greedy ids of the ORIGINAL float32 PyTorch checkpoint (the HF directory);
   shipped  the same model with the SHIPPED weights: every dense tensor read back from the model
            directory's dense.safetensors (f16 -> f32) and every expert's wi/wo dequantized from its
-           int8 shard exactly like crates/switchscope-core/src/shards/quant.rs (q as f32 × scale as
+           int8 shard exactly like crates/switchscope-core/src/formats/quant.rs (q as f32 × scale as
            f32, padding columns dropped). Records its greedy ids, and the routing of a teacher-forced
            pass (encoder over input_ids; decoder over decoder_input_ids = the shipped greedy ids,
            starting with decoder_start_token_id 0, every generated id included), with the config's

@@ -1,8 +1,8 @@
 //! The page's side of the compute worker: requests as async calls, streamed messages to a
 //! listener.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Function, Promise};
@@ -12,7 +12,7 @@ use web_sys::{MessageEvent, Worker};
 
 use crate::WebError;
 use crate::error::describe;
-use crate::protocol::{BackendPreference, ProbeReport, Request, Response};
+use crate::protocol::{BackendPreference, Envelope, ProbeReport, Request, Response};
 
 /// The worker's entry script (`public/worker-boot.js`: loads Trunk's `worker.js` and its wasm).
 pub const WORKER_URL: &str = "./worker-boot.js";
@@ -22,15 +22,20 @@ type Listener = Rc<dyn Fn(Response)>;
 /// How [`WorkerClient::terminate`] marks the rejections of the requests it cuts short.
 const INTERRUPTED: &str = "\u{1}interrupted:";
 
+/// The id under which [`WorkerClient::spawn`] waits for `ready` (final messages without an id).
+const START: u64 = 0;
+
 #[derive(Default)]
 struct Inner {
-    /// Callers waiting for the final message of their request, oldest first.
-    waiting: RefCell<VecDeque<(Function, Function)>>,
+    /// Callers waiting for the final message of their request, by request id.
+    waiting: RefCell<HashMap<u64, (Function, Function)>>,
+    /// The last request id given out.
+    last_id: Cell<u64>,
     listener: RefCell<Option<Listener>>,
 }
 
-/// A running compute worker. Requests are answered in order; streamed messages
-/// ([`Response::is_final`] false) go to the listener.
+/// A running compute worker. Each request's final reply goes to its caller, matched by the
+/// request's id; streamed messages ([`Response::is_final`] false) go to the listener.
 #[derive(Clone)]
 pub struct WorkerClient {
     worker: Worker,
@@ -50,7 +55,15 @@ impl WorkerClient {
     /// [`WebError::WorkerStart`] when the script cannot be started, [`WebError::WorkerCrashed`]
     /// when it fails while loading.
     pub async fn spawn() -> Result<Self, WebError> {
-        let worker = Worker::new(WORKER_URL).map_err(|e| WebError::WorkerStart(describe(&e)))?;
+        Self::spawn_at(WORKER_URL).await
+    }
+
+    /// [`Self::spawn`] with the worker script at `url`.
+    ///
+    /// # Errors
+    /// As [`Self::spawn`].
+    pub async fn spawn_at(url: &str) -> Result<Self, WebError> {
+        let worker = Worker::new(url).map_err(|e| WebError::WorkerStart(describe(&e)))?;
         let inner = Rc::new(Inner::default());
         let on_message = {
             let inner = inner.clone();
@@ -59,18 +72,26 @@ impl WorkerClient {
                 let parsed = data
                     .as_string()
                     .ok_or_else(|| "a message that is not text".to_string())
-                    .and_then(|t| serde_json::from_str::<Response>(&t).map_err(|e| e.to_string()));
+                    .and_then(|t| {
+                        serde_json::from_str::<Envelope<Response>>(&t).map_err(|e| e.to_string())
+                    });
                 match parsed {
-                    Ok(response) if !response.is_final() => {
+                    Ok(Envelope { body, .. }) if !body.is_final() => {
                         let listener = inner.listener.borrow().clone();
                         if let Some(listener) = listener {
-                            listener(response);
+                            listener(body);
                         }
                     }
-                    _ => {
-                        let next = inner.waiting.borrow_mut().pop_front();
-                        if let Some((resolve, _)) = next {
+                    Ok(Envelope { id, .. }) => {
+                        let caller = inner.waiting.borrow_mut().remove(&id.unwrap_or(START));
+                        if let Some((resolve, _)) = caller {
                             let _ = resolve.call1(&JsValue::NULL, &data);
+                        }
+                    }
+                    Err(e) => {
+                        let message = JsValue::from_str(&format!("an unreadable reply: {e}"));
+                        for (_, (_, reject)) in inner.waiting.borrow_mut().drain() {
+                            let _ = reject.call1(&JsValue::NULL, &message);
                         }
                     }
                 }
@@ -80,7 +101,7 @@ impl WorkerClient {
             let inner = inner.clone();
             Closure::<dyn Fn(JsValue)>::new(move |event: JsValue| {
                 let message = JsValue::from_str(&describe(&event));
-                for (_, reject) in inner.waiting.borrow_mut().drain(..) {
+                for (_, (_, reject)) in inner.waiting.borrow_mut().drain() {
                     let _ = reject.call1(&JsValue::NULL, &message);
                 }
             })
@@ -91,7 +112,7 @@ impl WorkerClient {
         on_message.forget();
         on_error.forget();
         let client = Self { worker, inner };
-        match client.wait().await? {
+        match client.wait(START).await? {
             Response::Ready => Ok(client),
             other => Err(WebError::Protocol(format!("expected ready, got {other:?}"))),
         }
@@ -103,10 +124,11 @@ impl WorkerClient {
         *self.inner.listener.borrow_mut() = Some(Rc::new(listener));
     }
 
-    fn wait(&self) -> impl Future<Output = Result<Response, WebError>> + use<> {
+    /// The final reply to request `id`, once it arrives.
+    fn wait(&self, id: u64) -> impl Future<Output = Result<Response, WebError>> + use<> {
         let inner = self.inner.clone();
         let promise = Promise::new(&mut |resolve, reject| {
-            inner.waiting.borrow_mut().push_back((resolve, reject));
+            inner.waiting.borrow_mut().insert(id, (resolve, reject));
         });
         async move {
             let data = JsFuture::from(promise).await.map_err(|e| {
@@ -119,7 +141,9 @@ impl WorkerClient {
             let text = data
                 .as_string()
                 .ok_or_else(|| WebError::Protocol("a message that is not text".into()))?;
-            serde_json::from_str(&text).map_err(|e| WebError::Protocol(e.to_string()))
+            serde_json::from_str::<Envelope<Response>>(&text)
+                .map(|envelope| envelope.body)
+                .map_err(|e| WebError::Protocol(e.to_string()))
         }
     }
 
@@ -129,17 +153,29 @@ impl WorkerClient {
         *self.inner.listener.borrow_mut() = None;
         self.worker.terminate();
         let message = JsValue::from_str(&format!("{INTERRUPTED}{reason}"));
-        for (_, reject) in self.inner.waiting.borrow_mut().drain(..) {
+        for (_, (_, reject)) in self.inner.waiting.borrow_mut().drain() {
             let _ = reject.call1(&JsValue::NULL, &message);
         }
     }
 
-    /// Sends `request` without waiting for anything (for [`Request::Stop`]).
+    /// Sends `request` without waiting for anything (for [`Request::Stop`]); returns its id.
     ///
     /// # Errors
     /// [`WebError::Js`] when the message cannot be posted.
-    pub fn send(&self, request: &Request) -> Result<(), WebError> {
-        let json = serde_json::to_string(request).map_err(|e| WebError::Protocol(e.to_string()))?;
+    pub fn send(&self, request: &Request) -> Result<u64, WebError> {
+        let id = self.inner.last_id.get() + 1;
+        self.inner.last_id.set(id);
+        self.post(id, request)?;
+        Ok(id)
+    }
+
+    fn post(&self, id: u64, request: &Request) -> Result<(), WebError> {
+        let envelope = Envelope {
+            id: Some(id),
+            body: request,
+        };
+        let json =
+            serde_json::to_string(&envelope).map_err(|e| WebError::Protocol(e.to_string()))?;
         self.worker
             .post_message(&JsValue::from_str(&json))
             .map_err(|e| WebError::js(&e))
@@ -150,8 +186,13 @@ impl WorkerClient {
     /// # Errors
     /// Any [`WebError`]; an error reported by the worker is [`WebError::Remote`].
     pub async fn request(&self, request: &Request) -> Result<Response, WebError> {
-        let reply = self.wait();
-        self.send(request)?;
+        let id = self.inner.last_id.get() + 1;
+        self.inner.last_id.set(id);
+        let reply = self.wait(id);
+        if let Err(e) = self.post(id, request) {
+            self.inner.waiting.borrow_mut().remove(&id);
+            return Err(e);
+        }
         match reply.await? {
             Response::Error { message } => Err(WebError::Remote(message)),
             other => Ok(other),

@@ -1,7 +1,6 @@
 //! The page's components, by feature.
 
 pub mod backend_check;
-pub mod embed;
 pub mod export;
 pub mod offline;
 pub mod palette;

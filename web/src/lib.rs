@@ -5,8 +5,10 @@
 //!   loads the model over HTTP (Cache API first), generates and streams the routing. Only the
 //!   worker's binary links burn.
 //! - [`client`]: the page's side of the worker, as async calls plus a stream listener.
-//! - `app`, `state`, `text`, `spans` and `components` (feature `text`): the Leptos UI and the
-//!   tokenizer, in the page's binary.
+//! - `app` (the root component), `ctx` (state, worker, tokenizer and the actions on them),
+//!   `url` (what the URL asks for), `state`, `text`, `spans`, `components` (the panels, by
+//!   feature), `embed` (the embedded view's postMessage API) and `pwa` (service worker,
+//!   storage) (feature `text`): the Leptos UI and the tokenizer, in the page's binary.
 //! - [`gpu`]: WebGPU adapter discovery through `navigator.gpu` (page or worker).
 //! - [`page`]: the page's own logic without the DOM (trace, exports, URL parameters,
 //!   permalink), tested as it is.
@@ -16,20 +18,26 @@ pub mod app;
 pub mod client;
 #[cfg(feature = "text")]
 pub mod components;
+#[cfg(feature = "text")]
+pub mod ctx;
+#[cfg(feature = "text")]
+pub mod embed;
 pub mod error;
 pub mod gpu;
 pub mod js;
 pub mod page;
 pub mod protocol;
-/// Masked spans: where an answer ends, the prompt filled in. The page does not link
-/// `switchscope-core`, so it compiles the core's dependency-free module as its own.
 #[cfg(feature = "text")]
-#[path = "../../crates/switchscope-core/src/model/spans.rs"]
-pub mod spans;
+pub mod pwa;
+/// Masked spans: where an answer ends, the prompt filled in.
+#[cfg(feature = "text")]
+pub use switchscope_wire::spans;
 #[cfg(feature = "text")]
 pub mod state;
 #[cfg(feature = "text")]
 pub mod text;
+#[cfg(feature = "text")]
+pub mod url;
 #[cfg(feature = "compute")]
 pub mod worker;
 

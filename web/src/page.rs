@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::protocol::{Response, Route, Sampling, Settings, StackName};
+use crate::protocol::{LayerRouting, Response, Sampling, Settings, Stack};
 
 /// The most tokens one run may generate.
 pub const MAX_NEW_TOKENS: usize = 256;
@@ -31,9 +31,9 @@ pub struct Trace {
     pub output_ids: Vec<u32>,
     pub output_pieces: Vec<String>,
     /// Per sparse encoder layer, over the input tokens.
-    pub encoder: Vec<Route>,
+    pub encoder: Vec<LayerRouting>,
     /// Per sparse decoder layer, over the generated tokens (one routed per step).
-    pub decoder: Vec<Route>,
+    pub decoder: Vec<LayerRouting>,
     /// Milliseconds per generated token.
     pub step_ms: Vec<f64>,
     /// Milliseconds per encoder block (when timed).
@@ -44,20 +44,20 @@ pub struct Trace {
 
 impl Trace {
     /// Every layer, encoder first.
-    pub fn layers(&self) -> impl Iterator<Item = &Route> {
+    pub fn layers(&self) -> impl Iterator<Item = &LayerRouting> {
         self.encoder.iter().chain(&self.decoder)
     }
 
     /// The pieces of the sequence `stack` routes.
-    pub fn pieces(&self, stack: StackName) -> &[String] {
+    pub fn pieces(&self, stack: Stack) -> &[String] {
         match stack {
-            StackName::Encoder => &self.input_pieces,
-            StackName::Decoder => &self.output_pieces,
+            Stack::Encoder => &self.input_pieces,
+            Stack::Decoder => &self.output_pieces,
         }
     }
 
     /// Adds one decoding step's routing (one token per layer) to the decoder's rows.
-    pub fn push_step(&mut self, routing: Vec<Route>) {
+    pub fn push_step(&mut self, routing: Vec<LayerRouting>) {
         if self.decoder.is_empty() {
             self.decoder = routing;
             return;
@@ -106,7 +106,7 @@ impl Trace {
 }
 
 /// Tokens per expert (by the router's choice) of one layer.
-pub fn load(route: &Route, experts: usize) -> Vec<usize> {
+pub fn load(route: &LayerRouting, experts: usize) -> Vec<usize> {
     let mut counts = vec![0; experts];
     for &c in &route.chosen {
         if let Some(n) = counts.get_mut(c as usize) {
@@ -119,7 +119,7 @@ pub fn load(route: &Route, experts: usize) -> Vec<usize> {
 /// Switch Transformer's load-balancing loss of one layer: `E · Σₑ fₑ · Pₑ`, with `fₑ` the
 /// fraction of tokens routed to expert `e` and `Pₑ` its mean router probability (1 when
 /// perfectly balanced).
-pub fn balance_loss(route: &Route, experts: usize) -> f64 {
+pub fn balance_loss(route: &LayerRouting, experts: usize) -> f64 {
     let tokens = route.chosen.len();
     if tokens == 0 || experts == 0 {
         return 0.0;
@@ -145,7 +145,7 @@ pub const CSV_HEADER: &str = "stack,block,token,piece,expert,chosen,probability,
 
 /// The routing `layers` shows (the run's, or a capacity what-if's) as CSV: one line per
 /// (layer, token), the token's piece from `trace`.
-pub fn csv(layers: &[Route], trace: &Trace) -> String {
+pub fn csv(layers: &[LayerRouting], trace: &Trace) -> String {
     let mut out = format!("{CSV_HEADER}\n");
     for route in layers {
         let pieces = trace.pieces(route.stack);
@@ -181,7 +181,7 @@ pub struct TraceExport<'a> {
     pub output_ids: &'a [u32],
     pub output_pieces: &'a [String],
     /// Encoder layers, then decoder layers.
-    pub routing: &'a [Route],
+    pub routing: &'a [LayerRouting],
 }
 
 impl<'a> TraceExport<'a> {
@@ -190,7 +190,7 @@ impl<'a> TraceExport<'a> {
         model: &'a str,
         settings: Settings,
         trace: &'a Trace,
-        layers: &'a [Route],
+        layers: &'a [LayerRouting],
         what_if: Option<f64>,
     ) -> Self {
         Self {

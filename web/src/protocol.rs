@@ -1,11 +1,13 @@
 //! Messages between the page and the compute worker, sent as JSON strings with `postMessage`.
 //!
-//! Some types here mirror the core's (`Route` ↔ `LayerRouting`, `ShardEvent`, `StoreStats`,
-//! `Sampling`) with the same JSON: the page's wasm does not link the core (and so carries no
-//! burn), and the worker converts through JSON. A wasm test (`web/tests/browser.rs`) checks that
-//! each mirror decodes what the core encodes.
+//! The data both sides share with the core (routing, shard events, store counters, sampling)
+//! are `switchscope-wire`'s types, re-exported here: the page links that crate (serde only, no
+//! burn), the worker gets the same types from the core.
 
 use serde::{Deserialize, Serialize};
+pub use switchscope_wire::{
+    LayerRouting, Origin, Sampling, ShardEvent, ShardEventKind, Stack, StoreStats,
+};
 
 /// The backend that computed a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,18 @@ impl BackendPreference {
     }
 }
 
+/// One message between the page and the worker: a [`Request`] or a [`Response`] and the id
+/// of the request it belongs to. The page numbers its requests from 1; a request's final
+/// reply ([`Response::is_final`]) carries its id, so each caller gets its own answer whatever
+/// order replies come in. Messages that answer no request (`ready`, a lost device, streamed
+/// events) have no id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
+    pub body: T,
+}
+
 /// A request from the page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -104,19 +118,6 @@ pub enum Request {
     RemoveOffline,
 }
 
-/// How the next token is picked (the core's `Sampling`, same JSON).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum Sampling {
-    Greedy,
-    Sample {
-        temperature: f32,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        seed: u64,
-    },
-}
-
 /// Generation settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
@@ -149,105 +150,10 @@ impl Default for Settings {
     }
 }
 
-/// Which stack a sparse layer is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StackName {
-    Encoder,
-    Decoder,
-}
-
-impl StackName {
-    /// `encoder` or `decoder`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Encoder => "encoder",
-            Self::Decoder => "decoder",
-        }
-    }
-}
-
-/// What one sparse layer's router did with a sequence (the core's `LayerRouting`, same JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Route {
-    pub stack: StackName,
-    pub block: usize,
-    /// Per token: the expert that processed it, or −1 when capacity dropped it.
-    pub expert: Vec<i32>,
-    /// Per token: the router's choice (argmax), dropped or not.
-    pub chosen: Vec<u32>,
-    /// Per token: the chosen expert's probability.
-    pub weight: Vec<f32>,
-    /// Per token: the probabilities over all experts.
-    pub probs: Vec<Vec<f32>>,
-    /// Tokens each expert could take.
-    pub capacity: usize,
-}
-
-/// Where shard bytes were found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    Disk,
-    Cache,
-    Network,
-}
-
-/// What happened to a shard (the core's `ShardEventKind`, same JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ShardEventKind {
-    Requested,
-    Hit,
-    Prefetching,
-    Fetched {
-        bytes: u64,
-        origin: Origin,
-        prefetched: bool,
-        ms: f64,
-    },
-    Resident {
-        device_bytes: u64,
-        resident_bytes: u64,
-    },
-    Evicted {
-        resident_bytes: u64,
-    },
-    Failed {
-        reason: String,
-    },
-}
-
-/// A shard event (the core's `ShardEvent`, same JSON).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardEvent {
-    pub stack: StackName,
-    pub block: usize,
-    pub expert: usize,
-    pub file: String,
-    #[serde(flatten)]
-    pub kind: ShardEventKind,
-}
-
-/// The expert store's counters (the core's `StoreStats`, same JSON).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreStats {
-    pub requests: u64,
-    pub hits: u64,
-    pub fetches: u64,
-    pub bytes_fetched: u64,
-    pub prefetch_used: u64,
-    pub prefetches: u64,
-    pub prefetch_wasted_bytes: u64,
-    pub evictions: u64,
-    pub resident_bytes: u64,
-    pub peak_resident_bytes: u64,
-}
-
 /// One expert's shard as the manifest lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardInfo {
-    pub stack: StackName,
+    pub stack: Stack,
     pub block: usize,
     pub expert: usize,
     pub file: String,
@@ -272,7 +178,7 @@ pub struct ModelInfo {
     pub num_layers: usize,
     pub num_decoder_layers: usize,
     /// The sparse layers, encoder first, in order.
-    pub sparse_layers: Vec<(StackName, usize)>,
+    pub sparse_layers: Vec<(Stack, usize)>,
     /// The configured per-sequence expert capacity.
     pub expert_capacity: usize,
     /// E.g. `int8 experts (group 32, f16 scales), f16 dense`.
@@ -382,7 +288,7 @@ pub enum Response {
     /// During [`Request::Generate`]: the encoder's routing (and milliseconds per block when
     /// `time_layers`).
     Encoded {
-        routing: Vec<Route>,
+        routing: Vec<LayerRouting>,
         ms: f64,
         #[serde(default)]
         block_ms: Vec<f64>,
@@ -391,7 +297,7 @@ pub enum Response {
     Token {
         index: usize,
         id: u32,
-        routing: Vec<Route>,
+        routing: Vec<LayerRouting>,
         ms: f64,
         #[serde(default)]
         block_ms: Vec<f64>,
@@ -401,7 +307,7 @@ pub enum Response {
     /// The end of [`Request::Generate`].
     Done(RunSummary),
     /// The answer to [`Request::Route`]: encoder layers, then decoder layers.
-    Routed { routing: Vec<Route> },
+    Routed { routing: Vec<LayerRouting> },
     /// During [`Request::MakeOffline`].
     OfflineProgress {
         files_done: usize,

@@ -5,8 +5,8 @@ use leptos::prelude::*;
 
 pub use crate::page::Trace;
 use crate::protocol::{
-    ModelInfo, Origin, Response, Route, RunSummary, Settings, ShardEvent, ShardEventKind,
-    ShardInfo, StackName,
+    LayerRouting, ModelInfo, Origin, Response, RunSummary, Settings, ShardEvent, ShardEventKind,
+    ShardInfo, Stack,
 };
 
 /// What the app is doing (`data-testid="status"`).
@@ -85,14 +85,14 @@ pub struct AppState {
     pub prefetch: RwSignal<bool>,
     pub trace: RwSignal<Trace>,
     /// A capacity what-if being shown instead of the run's own routing: (factor, layers).
-    pub what_if: RwSignal<Option<(f64, Vec<Route>)>>,
+    pub what_if: RwSignal<Option<(f64, Vec<LayerRouting>)>>,
     pub shards: RwSignal<Vec<ShardCell>>,
     /// Bytes of model files that came over the network since the model was loaded (its dense
     /// weights and tokenizer included, when the browser's cache did not have them).
     pub downloaded: RwSignal<u64>,
     pub summary: RwSignal<Option<RunSummary>>,
     /// The token whose router probabilities are shown: (stack, index).
-    pub focus: RwSignal<Option<(StackName, usize)>>,
+    pub focus: RwSignal<Option<(Stack, usize)>>,
     /// "Make available offline": files done, files, bytes done, bytes.
     pub offline_progress: RwSignal<Option<(usize, usize, u64, u64)>>,
     /// The download in progress: file, bytes received, bytes expected.
@@ -125,7 +125,7 @@ impl AppState {
     }
 
     /// The layers to draw: the what-if's when one is shown, else the run's.
-    pub fn shown_layers(&self) -> Vec<Route> {
+    pub fn shown_layers(&self) -> Vec<LayerRouting> {
         if let Some((_, layers)) = self.what_if.get() {
             return layers;
         }
@@ -155,7 +155,8 @@ impl AppState {
         let cell = self.shards.with_untracked(|cells| {
             cells.iter().copied().find(|c| {
                 c.info.with_value(|i| {
-                    i.stack == event.stack && i.block == event.block && i.expert == event.expert
+                    let id = &event.expert;
+                    i.stack == id.stack && i.block == id.block && i.expert == id.expert
                 })
             })
         });

@@ -24,6 +24,78 @@ fn requests_round_trip_as_json() {
     assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
     let ready = serde_json::to_string(&Response::Ready).unwrap();
     assert_eq!(ready, r#"{"type":"ready"}"#);
+    let envelope = switchscope_web::protocol::Envelope {
+        id: Some(7),
+        body: Request::Stop,
+    };
+    let json = serde_json::to_string(&envelope).unwrap();
+    assert_eq!(json, r#"{"id":7,"body":{"type":"stop"}}"#);
+    assert_eq!(
+        serde_json::from_str::<switchscope_web::protocol::Envelope<Request>>(&json).unwrap(),
+        envelope
+    );
+}
+
+/// Replies are matched to requests by id, not by order: a worker that answers the second
+/// request first, and the first with an error, gives each caller its own answer.
+#[wasm_bindgen_test]
+async fn replies_reach_the_request_they_answer() {
+    use switchscope_web::client::WorkerClient;
+    use switchscope_web::protocol::BackendPreference as B;
+
+    // Holds the first request, answers the second, then the first with an error.
+    let script = r#"
+        let held = null;
+        self.onmessage = (e) => {
+            const m = JSON.parse(e.data);
+            if (held === null) { held = m; return; }
+            self.postMessage(JSON.stringify({ id: m.id, body: { type: 'probe', backend: 'cpu',
+                fallback_reason: null, adapter: null, result: [m.body.backend === 'webgpu' ? 2 : 1],
+                cols: 1, tolerance: 0, cpu_result: [], max_abs_diff: 0, reference_diff: 0,
+                matches: true, backend_ms: 0, cpu_ms: 0 } }));
+            self.postMessage(JSON.stringify({ id: held.id, body: { type: 'error', message: 'first failed' } }));
+        };
+        self.postMessage(JSON.stringify({ body: { type: 'ready' } }));
+    "#;
+    let parts = js_sys::Array::of1(&script.into());
+    let options = web_sys::BlobPropertyBag::new();
+    options.set_type("text/javascript");
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).unwrap();
+    let url = web_sys::Url::create_object_url_with_blob(&blob).unwrap();
+    let client = WorkerClient::spawn_at(&url).await.unwrap();
+    let first = client.probe(B::Cpu);
+    let second = client.probe(B::Webgpu);
+    let (first, second) = futures_join(first, second).await;
+    assert_eq!(
+        first.unwrap_err().to_string(),
+        switchscope_web::WebError::Remote("first failed".into()).to_string()
+    );
+    assert_eq!(second.unwrap().result, [2.0]);
+}
+
+/// Both futures to completion, polled together.
+async fn futures_join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let std::task::Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let std::task::Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    (ra.expect("ready"), rb.expect("ready"))
 }
 
 #[wasm_bindgen_test]
@@ -75,86 +147,6 @@ async fn webgpu_in_a_worker_matches_cpu() {
     assert_eq!(probe::run(&again).await.unwrap(), gpu);
 }
 
-/// The page reads the worker's messages with its own mirror types: they must decode what the
-/// core's types encode.
-#[wasm_bindgen_test]
-fn protocol_mirrors_decode_the_core_types() {
-    use switchscope_core::model::StackKind;
-    use switchscope_core::model::generate::Sampling as CoreSampling;
-    use switchscope_core::model::routing::LayerRouting;
-    use switchscope_core::shards::store::{
-        ExpertId, Origin, ShardEvent, ShardEventKind, StoreStats,
-    };
-    use switchscope_web::protocol as p;
-
-    let routing = LayerRouting {
-        stack: StackKind::Decoder,
-        block: 3,
-        expert: vec![2, -1],
-        chosen: vec![2, 0],
-        weight: vec![0.75, 0.5],
-        probs: vec![vec![0.1, 0.15, 0.75], vec![0.5, 0.25, 0.25]],
-        capacity: 1,
-    };
-    let route: p::Route = serde_json::from_value(serde_json::to_value(&routing).unwrap()).unwrap();
-    assert_eq!(route.stack, p::StackName::Decoder);
-    assert_eq!(
-        (route.block, route.expert.clone(), route.capacity),
-        (3, vec![2, -1], 1)
-    );
-
-    let event = ShardEvent {
-        expert: ExpertId {
-            stack: StackKind::Encoder,
-            block: 1,
-            expert: 7,
-        },
-        file: "experts/encoder.b1.e7.safetensors".into(),
-        kind: ShardEventKind::Fetched {
-            bytes: 1234,
-            origin: Origin::Cache,
-            prefetched: true,
-            ms: 2.5,
-        },
-    };
-    let mirrored: p::ShardEvent =
-        serde_json::from_value(serde_json::to_value(&event).unwrap()).unwrap();
-    assert_eq!(
-        (mirrored.stack, mirrored.block, mirrored.expert),
-        (p::StackName::Encoder, 1, 7)
-    );
-    assert_eq!(
-        mirrored.kind,
-        p::ShardEventKind::Fetched {
-            bytes: 1234,
-            origin: p::Origin::Cache,
-            prefetched: true,
-            ms: 2.5
-        }
-    );
-    let stats: p::StoreStats =
-        serde_json::from_value(serde_json::to_value(StoreStats::default()).unwrap()).unwrap();
-    assert_eq!(stats, p::StoreStats::default());
-
-    let sampling = p::Sampling::Sample {
-        temperature: 0.7,
-        top_k: Some(5),
-        top_p: None,
-        seed: 9,
-    };
-    let core: CoreSampling =
-        serde_json::from_value(serde_json::to_value(sampling).unwrap()).unwrap();
-    assert_eq!(
-        core,
-        CoreSampling::Sample {
-            temperature: 0.7,
-            top_k: Some(5),
-            top_p: None,
-            seed: 9
-        }
-    );
-}
-
 /// A shard the server does not have is a typed error naming it (no retry for a 404); bytes
 /// that do not match the manifest's SHA-256, or its size, are refused with the reason and never
 /// cached (a cached copy that no longer matches is dropped); the same bytes with their real
@@ -163,8 +155,8 @@ fn protocol_mirrors_decode_the_core_types() {
 #[wasm_bindgen_test]
 async fn http_source_refuses_missing_and_corrupt_shards() {
     use switchscope_core::CoreError;
-    use switchscope_core::shards::manifest::FileEntry;
-    use switchscope_core::shards::source::sha256_hex;
+    use switchscope_core::formats::manifest::FileEntry;
+    use switchscope_core::formats::manifest::sha256_hex;
     use switchscope_web::worker::http::{HttpSource, open_cache};
     use wasm_bindgen_futures::JsFuture;
 
@@ -238,9 +230,9 @@ async fn http_source_refuses_missing_and_corrupt_shards() {
 /// The same tolerance as natively: 1e-5 relative to the largest output.
 #[wasm_bindgen_test]
 async fn our_kernels_on_webgpu_match_their_references() {
+    use switchscope_core::backend::read_f32;
+    use switchscope_core::formats::quant::{Scheme, quantize};
     use switchscope_core::kernels::{self, Assignment, Gpu, QuantExpert, QuantMatrix, reference};
-    use switchscope_core::model::routing::read_f32;
-    use switchscope_core::shards::quant::{Scheme, quantize};
     use switchscope_core::tensor::{Tensor, TensorData};
 
     let device = gpu_device(BackendKind::Webgpu).await.unwrap();

@@ -6,6 +6,8 @@
 
 mod bench;
 mod fuzz;
+#[cfg(test)]
+mod layers;
 mod plot;
 mod serve;
 mod soak;

@@ -6,6 +6,8 @@
 
 mod bench;
 mod commands;
+mod display;
+mod open;
 
 use std::process::ExitCode;
 

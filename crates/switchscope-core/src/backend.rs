@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 use crate::CoreError;
 
@@ -128,6 +128,18 @@ mod gpu {
         devices.push((api, device.clone()));
         Ok(device)
     }
+}
+
+/// Reads a float tensor back to the host (asynchronously: the only way in a browser).
+///
+/// # Errors
+/// [`CoreError::Execution`] when the device fails.
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, CoreError> {
+    t.into_data_async()
+        .await
+        .map_err(|e| CoreError::Execution(e.to_string()))?
+        .try_into_vec::<f32>()
+        .map_err(|e| CoreError::Execution(format!("{e:?}")))
 }
 
 #[cfg(test)]

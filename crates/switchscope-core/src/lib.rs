@@ -5,27 +5,37 @@
 //! (Vulkan, Metal, DX12) and on burn's Flex CPU backend, which is also the fallback in the
 //! browser when no WebGPU adapter exists.
 //!
-//! - [`backend`]: which backend a computation runs on, and how its device is created (once).
-//! - [`model`]: the Switch Transformer (config, layers, routing, generation, weight loading).
-//! - [`shards`]: the converted model format (manifest, quantized expert shards), the
-//!   converter, and reading converted directories.
-//! - `tokenizer` (feature `tokenizer`): text ↔ ids with a `tokenizer.json`.
-//! - [`torch_pickle`]: reads `pytorch_model.bin` checkpoints without Python.
-//! - [`probe`]: a small, fixed computation (matmul → ReLU → softmax) with a plain-Rust
-//!   reference, used to prove that a backend computes what the CPU computes.
+//! The modules form layers; each imports only from layers below it (an xtask test checks):
+//!
+//! 1. [`error`], [`config`], [`backend`] (devices, reading tensors back), `tokenizer` (feature
+//!    `tokenizer`: text ↔ ids with a `tokenizer.json`), and the wire types of
+//!    `switchscope-wire` (re-exported as [`wire`]).
+//! 2. [`formats`]: weights by checkpoint name from safetensors, `pytorch_model.bin` and
+//!    converted model directories; quantization; the manifest; the converter.
+//! 3. [`kernels`]: our GPU kernels and their plain-Rust references; [`probe`], a small fixed
+//!    computation that proves a backend computes what the CPU computes.
+//! 4. [`model`]: the Switch Transformer as pure computation over weights it is given.
+//! 5. [`runtime`]: [`Switch`], a model opened for use (config, model, expert store, device),
+//!    the expert store and its sources, generation.
+//! 6. [`eval`]: what quantization costs.
 
 pub mod backend;
+pub mod config;
 pub mod error;
+pub mod eval;
+pub mod formats;
 pub mod kernels;
 pub mod model;
 pub mod probe;
-pub mod shards;
+pub mod runtime;
 #[cfg(feature = "tokenizer")]
 pub mod tokenizer;
-pub mod torch_pickle;
 
 pub use backend::BackendKind;
 pub use error::CoreError;
+pub use runtime::{ModelLocation, OpenOptions, Switch};
+/// The data the core, the worker and the page exchange.
+pub use switchscope_wire as wire;
 
 /// burn's tensor API, re-exported so that dependants use the same version.
 pub use burn::tensor;

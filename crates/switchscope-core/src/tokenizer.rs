@@ -34,9 +34,9 @@ impl Tokenizer {
             .map_err(|e| CoreError::Tokenizer(e.to_string()))
     }
 
-    /// The ids of the sentinels `<extra_id_0>`, `<extra_id_1>`, … ([`crate::model::spans`]).
+    /// The ids of the sentinels `<extra_id_0>`, `<extra_id_1>`, … ([`switchscope_wire::spans`]).
     pub fn sentinel_ids(&self) -> Vec<u32> {
-        crate::model::spans::sentinel_ids(|token| self.inner.token_to_id(token))
+        switchscope_wire::spans::sentinel_ids(|token| self.inner.token_to_id(token))
     }
 
     /// Decodes ids to text, leaving out special tokens.

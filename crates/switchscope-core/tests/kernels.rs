@@ -10,10 +10,14 @@ use std::sync::OnceLock;
 
 use switchscope_core::BackendKind;
 use switchscope_core::backend::gpu_device;
+use switchscope_core::backend::read_f32;
+use switchscope_core::formats::quant::{Quantized, Scheme, quantize};
 use switchscope_core::kernels::{self, Assignment, Gpu, QuantExpert, QuantMatrix, reference};
-use switchscope_core::model::routing::read_f32;
-use switchscope_core::shards::quant::{Quantized, Scheme, quantize};
 use switchscope_core::tensor::{Device, Tensor, TensorData};
+
+#[path = "../../../tests/golden/open.rs"]
+mod open;
+use open::open_lazy;
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -325,15 +329,14 @@ fn open_shipped(
     generic_experts: bool,
 ) -> (
     switchscope_core::model::SwitchConfig,
-    switchscope_core::model::SwitchModel,
-    std::sync::Arc<switchscope_core::shards::store::ExpertStore>,
+    switchscope_core::Switch,
+    std::sync::Arc<switchscope_core::runtime::store::ExpertStore>,
 ) {
-    let options = switchscope_core::shards::store::StoreOptions {
+    let options = switchscope_core::runtime::store::StoreOptions {
         generic_experts,
         ..Default::default()
     };
-    let (config, model, store) =
-        switchscope_core::model::weights::load_converted_lazy_with(dir, device, options).unwrap();
+    let (config, model, store) = open_lazy(dir, device, options).unwrap();
     assert_eq!(store.kernels().is_some(), !generic_experts);
     (config, model, store)
 }
@@ -345,7 +348,7 @@ fn open_shipped(
 #[test]
 fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
     use std::path::Path;
-    use switchscope_core::model::generate::GenerateOptions;
+    use switchscope_core::runtime::generate::GenerateOptions;
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let reference: serde_json::Value = serde_json::from_str(
@@ -368,11 +371,10 @@ fn the_model_on_our_kernels_routes_and_generates_like_the_generic_path() {
     for variant in ["switchscope-mini", "switchscope-mini-int4"] {
         let dir = root.join("public/models").join(variant);
         let run = |generic_experts: bool, input: &[u32]| {
-            let (config, model, store) = open_shipped(&dir, &device, generic_experts);
-            let g = pollster::block_on(
-                model.generate(&config, input, &options, |_| std::future::ready(true)),
-            )
-            .unwrap();
+            let (_, model, store) = open_shipped(&dir, &device, generic_experts);
+            let g =
+                pollster::block_on(model.generate(input, &options, |_| std::future::ready(true)))
+                    .unwrap();
             let routing: Vec<Vec<i32>> = g
                 .encoder_routing
                 .iter()
@@ -419,7 +421,8 @@ fn sequences_longer_than_the_router_kernel_still_run() {
         let (config, model, _) = open_shipped(&dir, &device, generic_experts);
         let input = TokenBatch::new(std::slice::from_ref(&ids), 0).unwrap();
         let encoded =
-            pollster::block_on(model.encode(&config, &input, RunOptions::default())).unwrap();
+            pollster::block_on(model.model().encode(&config, &input, RunOptions::default()))
+                .unwrap();
         encoded.routing[0]
             .iter()
             .map(|l| l.expert.clone())

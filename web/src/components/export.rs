@@ -5,9 +5,10 @@ use leptos::prelude::*;
 use wasm_bindgen::{JsCast, JsValue};
 
 use super::palette::expert_colour;
-use crate::app::{Ctx, url_parameter};
+use crate::ctx::Ctx;
 use crate::page::{TraceExport, permalink_parameters};
 use crate::state::{AppState, Status};
+use crate::url::url_parameter;
 
 /// The CSV export of what the grid shows (a capacity what-if's routing when one is shown).
 pub fn csv(state: &AppState) -> String {

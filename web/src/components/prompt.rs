@@ -3,10 +3,12 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::app::{Ctx, MAX_NEW_TOKENS, VARIANTS};
+use crate::ctx::Ctx;
+use crate::page::MAX_NEW_TOKENS;
 use crate::protocol::Sampling;
 use crate::spans::Filled;
 use crate::state::Status;
+use crate::url::VARIANTS;
 
 /// The lowest sentinel `<extra_id_N>` not yet in `text`.
 fn next_sentinel(text: &str) -> String {

@@ -5,8 +5,8 @@
 use leptos::prelude::*;
 
 use super::palette::expert_colour;
-use crate::app::Ctx;
-use crate::protocol::{Route, StackName};
+use crate::ctx::Ctx;
+use crate::protocol::{LayerRouting, Stack};
 
 const CELL_W: f64 = 26.0;
 const CELL_H: f64 = 22.0;
@@ -18,18 +18,18 @@ pub fn show_piece(piece: &str) -> String {
     piece.replace('▁', "·")
 }
 
-fn layer_label(route: &Route) -> String {
+fn layer_label(route: &LayerRouting) -> String {
     format!("{} {}", route.stack.as_str(), route.block)
 }
 
 #[component]
-fn StackGrid(stack: StackName) -> impl IntoView {
+fn StackGrid(stack: Stack) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let state = ctx.state;
     // Only this stack's layers and pieces: the encoder's grid is not redrawn while the decoder
     // streams.
     let data = Memo::new(move |_| {
-        let layers: Vec<Route> = state
+        let layers: Vec<LayerRouting> = state
             .shown_layers()
             .into_iter()
             .filter(|r| r.stack == stack)
@@ -113,8 +113,8 @@ fn StackGrid(stack: StackName) -> impl IntoView {
         Some(view! {
             <figure class="stack-grid">
                 <figcaption>{match stack {
-                    StackName::Encoder => "Encoder: the prompt's tokens",
-                    StackName::Decoder => "Decoder: the generated tokens",
+                    Stack::Encoder => "Encoder: the prompt's tokens",
+                    Stack::Decoder => "Decoder: the generated tokens",
                 }}</figcaption>
                 <div class="scroll">
                     <svg width=width height=height viewBox=format!("0 0 {width} {height}")
@@ -163,8 +163,8 @@ pub fn RoutingGrid() -> impl IntoView {
             </p>
             <div class="legend" aria-label="Expert colours">"Experts: " {legend}</div>
             <div data-testid="routing-grid" class="routing-grid">
-                <StackGrid stack=StackName::Encoder />
-                <StackGrid stack=StackName::Decoder />
+                <StackGrid stack=Stack::Encoder />
+                <StackGrid stack=Stack::Decoder />
             </div>
         </section>
     }
@@ -180,7 +180,7 @@ pub fn TokenDetail() -> impl IntoView {
             .trace
             .with(|tr| tr.pieces(stack).get(t).cloned())
             .unwrap_or_default();
-        let layers: Vec<Route> = state
+        let layers: Vec<LayerRouting> = state
             .shown_layers()
             .into_iter()
             .filter(|r| r.stack == stack && t < r.probs.len())

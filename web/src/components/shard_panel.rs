@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::state::ShardState;
 
 #[component]

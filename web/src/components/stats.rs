@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use super::palette::expert_colour;
-use crate::app::Ctx;
+use crate::ctx::Ctx;
 use crate::state::Status;
 
 pub use crate::page::{balance_loss, load};
@@ -25,7 +25,7 @@ pub fn ExpertLoad() -> impl IntoView {
                 let dropped = route.expert.iter().filter(|&&e| e < 0).count();
                 let most = counts.iter().copied().max().unwrap_or(0).max(route.capacity).max(1);
                 // Capacity matters where a layer routes a whole sequence at once (the encoder).
-                let show_capacity = route.stack == crate::protocol::StackName::Encoder;
+                let show_capacity = route.stack == crate::protocol::Stack::Encoder;
                 let bars = counts
                     .iter()
                     .enumerate()

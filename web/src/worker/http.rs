@@ -6,8 +6,9 @@ use std::collections::HashMap;
 
 use js_sys::{Promise, Uint8Array};
 use switchscope_core::CoreError;
-use switchscope_core::shards::manifest::FileEntry;
-use switchscope_core::shards::store::{ExpertSource, Fetched, Origin, ShardFuture, verify};
+use switchscope_core::formats::manifest::{FileEntry, verify};
+use switchscope_core::runtime::source::{ExpertSource, Fetched, ShardFuture};
+use switchscope_core::wire::Origin;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, RequestCache, RequestInit, WorkerGlobalScope};

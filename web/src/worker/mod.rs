@@ -13,7 +13,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 use crate::gpu;
-use crate::protocol::{Backend, BackendPreference, ProbeReport, Request, Response};
+use crate::protocol::{Backend, BackendPreference, Envelope, ProbeReport, Request, Response};
 
 thread_local! {
     /// Set once WebGPU failed to initialise in this worker, so later requests do not retry.
@@ -24,10 +24,17 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
-/// Sends `response` to the page.
+/// Sends `response` to the page (streamed: it answers no request by itself).
 pub fn post(response: &Response) {
-    let json = serde_json::to_string(response).unwrap_or_else(|e| {
-        format!(r#"{{"type":"error","message":"could not encode a reply: {e}"}}"#)
+    reply(None, response);
+}
+
+/// Sends `response` to the page as the final answer to request `id`.
+fn reply(id: Option<u64>, response: &Response) {
+    let envelope = Envelope { id, body: response };
+    let json = serde_json::to_string(&envelope).unwrap_or_else(|e| {
+        let id = id.map_or(String::new(), |id| format!(r#""id":{id},"#));
+        format!(r#"{{{id}"body":{{"type":"error","message":"could not encode a reply: {e}"}}}}"#)
     });
     if let Err(e) = scope().post_message(&JsValue::from_str(&json)) {
         web_sys::console::error_1(&e);
@@ -43,10 +50,10 @@ pub fn start() {
             });
             return;
         };
-        match serde_json::from_str::<Request>(&text) {
-            Ok(request) => wasm_bindgen_futures::spawn_local(async move {
-                if let Some(response) = handle(request).await {
-                    post(&response);
+        match serde_json::from_str::<Envelope<Request>>(&text) {
+            Ok(Envelope { id, body }) => wasm_bindgen_futures::spawn_local(async move {
+                if let Some(response) = handle(body).await {
+                    reply(id, &response);
                 }
             }),
             Err(e) => post(&Response::Error {

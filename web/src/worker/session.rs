@@ -5,13 +5,12 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use switchscope_core::model::generate::{self, GenerateOptions, Progress};
-use switchscope_core::model::weights::load_converted;
-use switchscope_core::model::{RunOptions, StackKind, SwitchConfig, SwitchModel, TokenBatch};
-use switchscope_core::shards::manifest::Manifest;
-use switchscope_core::shards::store::{ExpertStore, ShardEvent, StoreOptions};
+use switchscope_core::formats::manifest::Manifest;
+use switchscope_core::model::RunOptions;
+use switchscope_core::runtime::generate::{GenerateOptions, Progress};
+use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
+use switchscope_core::wire::{MAX_INPUT_TOKENS, ShardEvent};
+use switchscope_core::{ModelLocation, OpenOptions, Switch};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
@@ -19,17 +18,14 @@ use super::http::{HttpSource, fetch_text_network_first, keep_text, open_cache};
 use super::{device_for, post};
 use crate::gpu::now_ms;
 use crate::protocol::{
-    BackendPreference, ModelInfo, Response, Route, RunSummary, Settings, ShardInfo, StackName,
+    BackendPreference, LayerRouting, ModelInfo, Response, RunSummary, Settings, ShardInfo, Stack,
 };
-
-/// The longest input the worker accepts, in tokens (the page truncates before, with a notice).
-pub const MAX_INPUT_TOKENS: usize = 512;
 
 struct Session {
     /// The model directory's URL (ends with `/`).
     base: String,
-    config: SwitchConfig,
-    model: SwitchModel,
+    switch: Switch,
+    /// The store of `switch` (a model over HTTP always has one).
     store: Arc<ExpertStore>,
 }
 
@@ -41,25 +37,8 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Converts between the core's types and the protocol's mirrors (same JSON by design).
-fn mirror<T: Serialize, U: DeserializeOwned>(value: &T) -> Result<U, String> {
-    serde_json::to_value(value)
-        .and_then(serde_json::from_value)
-        .map_err(|e| format!("internal message mismatch: {e}"))
-}
-
-fn stack_name(stack: StackKind) -> StackName {
-    match stack {
-        StackKind::Encoder => StackName::Encoder,
-        StackKind::Decoder => StackName::Decoder,
-    }
-}
-
 fn on_shard_event(event: &ShardEvent) {
-    match mirror(event) {
-        Ok(event) => post(&Response::Shard(event)),
-        Err(message) => post(&Response::Error { message }),
-    }
+    post(&Response::Shard(event.clone()));
 }
 
 /// Resolves after the event loop has had a turn, so that a `stop` message can be handled.
@@ -132,7 +111,7 @@ pub async fn load(
             None => false,
         };
         shards.push(ShardInfo {
-            stack: stack_name(e.stack),
+            stack: e.stack,
             block: e.block,
             expert: e.expert,
             file: e.file.clone(),
@@ -152,17 +131,29 @@ pub async fn load(
         generic_experts: false,
     };
     SESSION.set(None);
-    let (config, model, store) =
-        load_converted(manifest, Box::new(source), &chosen.device, options)
-            .await
-            .map_err(|e| e.to_string())?;
-    let sparse_layers = [StackKind::Encoder, StackKind::Decoder]
+    let at = ModelLocation::Source {
+        manifest: Box::new(manifest),
+        source: Box::new(source),
+    };
+    let options = OpenOptions {
+        store: options,
+        ..OpenOptions::default()
+    };
+    let switch = Switch::open(at, &chosen.device, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let store = switch
+        .store()
+        .cloned()
+        .ok_or("a model over HTTP has an expert store")?;
+    let config = switch.config();
+    let sparse_layers = [Stack::Encoder, Stack::Decoder]
         .into_iter()
         .flat_map(|stack| {
             config
                 .sparse_blocks(stack)
                 .into_iter()
-                .map(move |b| (stack_name(stack), b))
+                .map(move |b| (stack, b))
         })
         .collect();
     let info = ModelInfo {
@@ -192,8 +183,7 @@ pub async fn load(
     };
     SESSION.set(Some(Rc::new(Session {
         base: info.url.clone(),
-        config,
-        model,
+        switch,
         store,
     })));
     Ok(info)
@@ -215,7 +205,7 @@ fn check_input(session: &Session, input_ids: &[u32]) -> Result<(), String> {
             input_ids.len()
         ));
     }
-    let vocab = session.config.vocab_size;
+    let vocab = session.switch.config().vocab_size;
     if let Some(bad) = input_ids.iter().find(|&&id| id as usize >= vocab) {
         return Err(format!(
             "token id {bad} is outside the model's vocabulary of {vocab}"
@@ -249,7 +239,7 @@ async fn run(
 ) -> Result<RunSummary, String> {
     let options = GenerateOptions {
         max_new_tokens: settings.max_new_tokens,
-        sampling: mirror::<_, generate::Sampling>(&settings.sampling)?,
+        sampling: settings.sampling,
         use_cache: true,
         run: RunOptions {
             capacity_factor: settings.capacity_factor,
@@ -262,21 +252,20 @@ async fn run(
     let first_token_ms = Cell::new(0.0);
     let encoder_ms = Cell::new(0.0);
     let count = Cell::new(0usize);
-    let failure: RefCell<Option<String>> = RefCell::new(None);
     let produced: RefCell<Vec<u32>> = RefCell::new(Vec::new());
     let generation = session
-        .model
-        .generate(&session.config, input_ids, &options, |progress| {
+        .switch
+        .generate(input_ids, &options, |progress| {
             let now = now_ms();
             let ms = now - last.replace(now);
             let response = match progress {
                 Progress::Encoded { routing, block_ms } => {
                     encoder_ms.set(ms);
-                    mirror(&routing).map(|routing| Response::Encoded {
-                        routing,
+                    Response::Encoded {
+                        routing: routing.to_vec(),
                         ms,
                         block_ms: block_ms.to_vec(),
-                    })
+                    }
                 }
                 Progress::Step(step) => {
                     let index = count.get();
@@ -285,28 +274,19 @@ async fn run(
                         first_token_ms.set(now - start);
                     }
                     produced.borrow_mut().push(step.token);
-                    mirror(&step.routing).map(|routing: Vec<Route>| Response::Token {
+                    Response::Token {
                         index,
                         id: step.token,
-                        routing,
+                        routing: step.routing.clone(),
                         ms,
                         block_ms: step.block_ms.clone(),
-                    })
+                    }
                 }
             };
-            let go_on = match response {
-                Ok(response) => {
-                    post(&response);
-                    true
-                }
-                Err(message) => {
-                    failure.replace(Some(message));
-                    false
-                }
-            };
+            post(&response);
             async move {
                 yield_now().await;
-                go_on && !STOP.get()
+                !STOP.get()
             }
         })
         .await;
@@ -330,15 +310,12 @@ async fn run(
                 first_token_ms: first_token_ms.get(),
                 total_ms,
                 tokens_per_s: 0.0,
-                stats: mirror(&session.store.stats())?,
+                stats: session.store.stats(),
                 wasm_memory_bytes: wasm_memory_bytes(),
             });
         }
         Err(e) => return Err(e.to_string()),
     };
-    if let Some(message) = failure.take() {
-        return Err(message);
-    }
     let total_ms = now_ms() - start;
     let output_ids = generation.output_ids[1..].to_vec();
     let n = output_ids.len();
@@ -349,7 +326,7 @@ async fn run(
     };
     let finished = output_ids
         .last()
-        .is_some_and(|&id| id == session.config.eos_token_id || Some(id) == stop_at);
+        .is_some_and(|&id| id == session.switch.config().eos_token_id || Some(id) == stop_at);
     Ok(RunSummary {
         stopped: STOP.get() && !finished && n < settings.max_new_tokens,
         cancelled: None,
@@ -358,7 +335,7 @@ async fn run(
         first_token_ms: first_token_ms.get(),
         total_ms,
         tokens_per_s,
-        stats: mirror(&session.store.stats())?,
+        stats: session.store.stats(),
         wasm_memory_bytes: wasm_memory_bytes(),
     })
 }
@@ -378,28 +355,18 @@ pub async fn route(
     input_ids: Vec<u32>,
     output_ids: Vec<u32>,
     capacity_factor: Option<f64>,
-) -> Result<Vec<Route>, String> {
+) -> Result<Vec<LayerRouting>, String> {
     let session = session()?;
     check_input(&session, &input_ids)?;
-    let config = &session.config;
-    let mut decoder = vec![config.decoder_start()];
-    decoder.extend(output_ids.iter().take(output_ids.len().saturating_sub(1)));
-    let input = TokenBatch::new(&[input_ids], config.pad_token_id).map_err(|e| e.to_string())?;
-    let decoder = TokenBatch::new(&[decoder], config.pad_token_id).map_err(|e| e.to_string())?;
-    let out = session
-        .model
-        .forward(
-            config,
-            &input,
-            &decoder,
-            RunOptions {
-                capacity_factor,
-                ..RunOptions::default()
-            },
-        )
+    let run = RunOptions {
+        capacity_factor,
+        ..RunOptions::default()
+    };
+    session
+        .switch
+        .route(&input_ids, &output_ids, run)
         .await
-        .map_err(|e| e.to_string())?;
-    mirror(&out.routing[0])
+        .map_err(|e| e.to_string())
 }
 
 /// Asks the running generation to stop after its current token, cancelling any download it

@@ -7,15 +7,15 @@ use switchscope_web::page::{
     device_lost_message, load, origins_from, panels_from, permalink_parameters, prefetch_from,
     settings_from, theme_from,
 };
-use switchscope_web::protocol::{Response, Route, Sampling, Settings, StackName};
+use switchscope_web::protocol::{LayerRouting, Response, Sampling, Settings, Stack};
 use wasm_bindgen_test::wasm_bindgen_test;
 
-fn route(stack: StackName, block: usize, expert: &[i32], probs: &[&[f32]]) -> Route {
+fn route(stack: Stack, block: usize, expert: &[i32], probs: &[&[f32]]) -> LayerRouting {
     let chosen: Vec<u32> = probs
         .iter()
         .map(|p| (0..p.len()).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap() as u32)
         .collect();
-    Route {
+    LayerRouting {
         stack,
         block,
         expert: expert.to_vec(),
@@ -30,7 +30,7 @@ fn route(stack: StackName, block: usize, expert: &[i32], probs: &[&[f32]]) -> Ro
     }
 }
 
-fn token(index: usize, id: u32, routing: Vec<Route>, block_ms: Vec<f64>) -> Response {
+fn token(index: usize, id: u32, routing: Vec<LayerRouting>, block_ms: Vec<f64>) -> Response {
     Response::Token {
         index,
         id,
@@ -50,13 +50,13 @@ fn folded() -> Trace {
     };
     let encoder = vec![
         route(
-            StackName::Encoder,
+            Stack::Encoder,
             1,
             &[0, -1, 1],
             &[&[0.75, 0.25], &[0.5625, 0.4375], &[0.125, 0.875]],
         ),
         route(
-            StackName::Encoder,
+            Stack::Encoder,
             3,
             &[1, 1, 0],
             &[&[0.25, 0.75], &[0.375, 0.625], &[1.0, 0.0]],
@@ -83,8 +83,8 @@ fn folded() -> Trace {
                 i,
                 id,
                 vec![
-                    route(StackName::Decoder, 1, &[e], &[probs]),
-                    route(StackName::Decoder, 3, &[1 - e], &[&[probs[1], probs[0]]]),
+                    route(Stack::Decoder, 1, &[e], &[probs]),
+                    route(Stack::Decoder, 3, &[1 - e], &[&[probs[1], probs[0]]]),
                 ],
                 vec![0.5, 0.25],
             ),
@@ -109,18 +109,18 @@ fn streamed_messages_fold_into_the_trace() {
     assert_eq!(t.decoder[0].chosen, [0, 1]);
     assert_eq!(t.decoder[0].weight, [0.625, 0.75]);
     assert_eq!(t.decoder[1].probs, [vec![0.375, 0.625], vec![0.75, 0.25]]);
-    let order: Vec<(StackName, usize)> = t.layers().map(|r| (r.stack, r.block)).collect();
+    let order: Vec<(Stack, usize)> = t.layers().map(|r| (r.stack, r.block)).collect();
     assert_eq!(
         order,
         [
-            (StackName::Encoder, 1),
-            (StackName::Encoder, 3),
-            (StackName::Decoder, 1),
-            (StackName::Decoder, 3)
+            (Stack::Encoder, 1),
+            (Stack::Encoder, 3),
+            (Stack::Decoder, 1),
+            (Stack::Decoder, 3)
         ]
     );
-    assert_eq!(t.pieces(StackName::Decoder), ["p7", "p8"]);
-    assert_eq!(t.pieces(StackName::Encoder)[2], "<extra_id_0>");
+    assert_eq!(t.pieces(Stack::Decoder), ["p7", "p8"]);
+    assert_eq!(t.pieces(Stack::Encoder)[2], "<extra_id_0>");
 
     // Other messages are not the trace's.
     let mut same = t.clone();
@@ -146,7 +146,7 @@ fn streamed_messages_fold_into_the_trace() {
 fn expert_load_and_the_balance_loss() {
     // Two experts, four tokens: load counts the router's choices, dropped ones included.
     let r = route(
-        StackName::Encoder,
+        Stack::Encoder,
         1,
         &[0, -1, 1, 1],
         &[&[0.75, 0.25], &[0.75, 0.25], &[0.25, 0.75], &[0.5, 0.5]],
@@ -156,21 +156,18 @@ fn expert_load_and_the_balance_loss() {
     assert!((balance_loss(&r, 2) - 1.0).abs() < 1e-12);
     // Every token to expert 0 with certainty: the worst case, E.
     let sure: &[f32] = &[1.0, 0.0, 0.0];
-    let all = route(StackName::Encoder, 1, &[0, 0, 0], &[sure, sure, sure]);
+    let all = route(Stack::Encoder, 1, &[0, 0, 0], &[sure, sure, sure]);
     assert_eq!(load(&all, 3), [3, 0, 0]);
     assert!((balance_loss(&all, 3) - 3.0).abs() < 1e-12);
     // Uneven: f = (2/3, 1/3), P = (0.7, 0.3): 2 · (2/3 · 0.7 + 1/3 · 0.3) = 34/30.
     let uneven = route(
-        StackName::Encoder,
+        Stack::Encoder,
         1,
         &[0, 0, 1],
         &[&[0.9, 0.1], &[0.8, 0.2], &[0.4, 0.6]],
     );
     assert!((balance_loss(&uneven, 2) - 34.0 / 30.0).abs() < 1e-6);
-    assert_eq!(
-        balance_loss(&route(StackName::Encoder, 1, &[], &[]), 2),
-        0.0
-    );
+    assert_eq!(balance_loss(&route(Stack::Encoder, 1, &[], &[]), 2), 0.0);
     // A choice outside the experts shown is not counted (and does not panic).
     assert_eq!(load(&all, 0), Vec::<usize>::new());
 }
@@ -178,7 +175,7 @@ fn expert_load_and_the_balance_loss() {
 #[wasm_bindgen_test]
 fn csv_has_one_line_per_layer_and_token_of_the_routing_shown() {
     let t = folded();
-    let layers: Vec<Route> = t.layers().cloned().collect();
+    let layers: Vec<LayerRouting> = t.layers().cloned().collect();
     let text = csv(&layers, &t);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], CSV_HEADER);
@@ -202,7 +199,7 @@ fn csv_has_one_line_per_layer_and_token_of_the_routing_shown() {
 #[wasm_bindgen_test]
 fn json_export_carries_the_routing_shown_and_the_what_if_factor() {
     let t = folded();
-    let mut layers: Vec<Route> = t.layers().cloned().collect();
+    let mut layers: Vec<LayerRouting> = t.layers().cloned().collect();
     layers[0].expert[0] = -1;
     let settings = Settings {
         capacity_factor: Some(1.25),
@@ -217,7 +214,7 @@ fn json_export_carries_the_routing_shown_and_the_what_if_factor() {
     assert_eq!(v["input_ids"], serde_json::json!([10, 11, 12]));
     assert_eq!(v["output_ids"], serde_json::json!([7, 8]));
     assert_eq!(v["output_pieces"], serde_json::json!(["p7", "p8"]));
-    let routing: Vec<Route> = serde_json::from_value(v["routing"].clone()).unwrap();
+    let routing: Vec<LayerRouting> = serde_json::from_value(v["routing"].clone()).unwrap();
     assert_eq!(routing, layers);
     let own = TraceExport::new("m", Settings::default(), &t, &layers, None).to_json();
     let v: serde_json::Value = serde_json::from_str(&own).unwrap();

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use switchscope_core::model::weights::TensorSource;
-use switchscope_core::shards::files::ConvertedDir;
+use switchscope_core::formats::converted::ConvertedDir;
+use switchscope_core::formats::tensor::TensorSource;
 
 use super::{checkpoint_names, write_checkpoint};
 

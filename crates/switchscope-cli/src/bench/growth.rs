@@ -8,10 +8,13 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
+use switchscope_core::Switch;
+use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
 
-use super::speed::{Opened, measure, open};
+use super::speed::measure;
 use super::{TEXTS, mb, random_model, random_prompts};
+use crate::open::open;
 
 #[derive(Debug, Args)]
 pub struct GrowthArgs {
@@ -74,9 +77,9 @@ struct Report<'a> {
     experts: Vec<Point>,
 }
 
-fn point(m: &Opened, x: usize, ids: &[u32], args: &GrowthArgs) -> Result<Point> {
+fn point(m: &Switch, x: usize, ids: &[u32], args: &GrowthArgs) -> Result<Point> {
     let speed = measure(m, "", &args.backend, ids, args.new_tokens, args.runs)?;
-    let store = m.store.as_ref().context("a converted model")?;
+    let store = m.store().context("a converted model")?;
     let mut files = store.loaded_files();
     files.sort();
     files.dedup();
@@ -146,8 +149,8 @@ pub fn run(args: &GrowthArgs) -> Result<()> {
     for &len in &args.lengths {
         anyhow::ensure!(len >= 2, "input lengths start at 2 tokens");
         // A fresh store per point: the bytes are what this input alone needs.
-        let m = open(&args.model, &args.backend)?;
-        let ids = text_ids(&tokenizer, len, m.config.eos_token_id)?;
+        let m = open(&args.model, &args.backend, StoreOptions::default())?;
+        let ids = text_ids(&tokenizer, len, m.config().eos_token_id)?;
         lengths.push(point(&m, len, &ids, args)?);
         eprintln!(
             "growth: {len} tokens done ({:.0} s)",
@@ -172,7 +175,7 @@ pub fn run(args: &GrowthArgs) -> Result<()> {
     let mut experts = Vec::new();
     for &n in &args.experts {
         let dir = random_model(&work, n, d_model, d_ff, 2048)?;
-        let m = open(&dir, &args.backend)?;
+        let m = open(&dir, &args.backend, StoreOptions::default())?;
         let ids = random_prompts(2048, 1, args.input_tokens - 1, 3).remove(0);
         experts.push(point(&m, n, &ids, args)?);
         drop(m);

@@ -21,10 +21,10 @@ use clap::Args;
 use serde::Serialize;
 use switchscope_core::BackendKind;
 use switchscope_core::backend::gpu_device;
+use switchscope_core::backend::read_f32;
+use switchscope_core::formats::quant::{Scheme, quantize};
 use switchscope_core::kernels::{Assignment, Gpu, QuantExpert, QuantMatrix, sparse_ffn};
-use switchscope_core::model::generate::SplitMix64;
-use switchscope_core::model::routing::read_f32;
-use switchscope_core::shards::quant::{Scheme, quantize};
+use switchscope_core::runtime::generate::SplitMix64;
 use switchscope_core::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use switchscope_core::tensor::{Device, Tensor, TensorData, activation};
 

@@ -25,11 +25,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use switchscope_core::model::generate::SplitMix64;
+use switchscope_core::formats::convert::{ConvertOptions, convert};
+use switchscope_core::formats::quant::Scheme;
+use switchscope_core::formats::safetensors::{OutTensor, serialize, write_file};
+use switchscope_core::formats::shard::{dense_tensors, expert_prefix};
 use switchscope_core::model::{StackKind, SwitchConfig};
-use switchscope_core::shards::convert::{ConvertOptions, convert, dense_tensors, expert_prefix};
-use switchscope_core::shards::quant::Scheme;
-use switchscope_core::shards::safetensors::{OutTensor, serialize, write_file};
+use switchscope_core::runtime::generate::SplitMix64;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {

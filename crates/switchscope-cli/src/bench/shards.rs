@@ -3,13 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use anyhow::Context;
 use anyhow::Result;
 use clap::Args;
 use switchscope_core::backend::cpu_device;
-use switchscope_core::model::generate::GenerateOptions;
-use switchscope_core::model::weights::load_converted_lazy_with;
-use switchscope_core::shards::store::{StoreOptions, StoreStats};
+use switchscope_core::runtime::generate::GenerateOptions;
+use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
+use switchscope_core::wire::StoreStats;
+use switchscope_core::{OpenOptions, Switch};
 
 use super::{TEXTS, mb, random_model, random_prompts};
 
@@ -44,13 +46,18 @@ fn measure(
     options: StoreOptions,
 ) -> Result<Outcome> {
     let device = cpu_device();
-    let (config, model, store) = load_converted_lazy_with(dir, &device, options)?;
+    let options = OpenOptions {
+        store: options,
+        ..OpenOptions::default()
+    };
+    let switch = pollster::block_on(Switch::open(dir, &device, options))?;
+    let store = switch.store().context("a converted model")?;
     let generate = GenerateOptions {
         max_new_tokens: new_tokens,
         ..GenerateOptions::default()
     };
     for ids in prompts {
-        pollster::block_on(model.generate(&config, ids, &generate, |_| std::future::ready(true)))?;
+        pollster::block_on(switch.generate(ids, &generate, |_| std::future::ready(true)))?;
     }
     let manifest = store.manifest();
     let mut hit = store.loaded_files();
@@ -123,7 +130,7 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
     for (name, dir, prompts) in &models {
         let n = count_experts(dir)?;
         let text = std::fs::read_to_string(dir.join("manifest.json"))?;
-        let manifest = switchscope_core::shards::manifest::Manifest::from_json(&text)?;
+        let manifest = switchscope_core::formats::manifest::Manifest::from_json(&text)?;
         let c = &manifest.config;
         let per_expert = (2 * c.d_model * c.d_ff * 4) as u64;
         for share in [25u64, 50, 100] {
@@ -156,6 +163,6 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
 
 fn count_experts(dir: &Path) -> Result<u64> {
     let text = std::fs::read_to_string(dir.join("manifest.json"))?;
-    let manifest = switchscope_core::shards::manifest::Manifest::from_json(&text)?;
+    let manifest = switchscope_core::formats::manifest::Manifest::from_json(&text)?;
     Ok(manifest.experts.len() as u64)
 }

@@ -6,20 +6,21 @@
 //! not counted, loads the experts the input needs and compiles the GPU's kernels; the figures
 //! are the medians of the counted runs.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use switchscope_core::model::generate::argmax;
-use switchscope_core::model::routing::read_f32;
-use switchscope_core::model::{RunOptions, SwitchConfig, SwitchModel, TokenBatch};
-use switchscope_core::shards::store::{ExpertStore, StoreOptions};
+use switchscope_core::Switch;
+use switchscope_core::backend::read_f32;
+use switchscope_core::kernels::reference::argmax;
+use switchscope_core::model::{RunOptions, TokenBatch};
+use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
 
 use super::{median, random_prompts};
+use crate::open::open;
 
 #[derive(Debug, Args)]
 pub struct SpeedArgs {
@@ -77,50 +78,24 @@ pub struct Speed {
     pub expert_bytes_fetched: Option<u64>,
 }
 
-/// A model opened for measuring; the store is kept for its statistics.
-pub struct Opened {
-    pub config: SwitchConfig,
-    pub model: SwitchModel,
-    pub store: Option<Arc<ExpertStore>>,
-}
-
-/// Opens `dir` (checkpoint or converted) on `backend`.
-pub fn open(dir: &Path, backend: &str) -> Result<Opened> {
-    open_with(dir, backend, false)
-}
-
-/// [`open`], choosing how a GPU runs quantized experts.
-pub fn open_with(dir: &Path, backend: &str, generic_experts: bool) -> Result<Opened> {
-    let options = StoreOptions {
-        generic_experts,
-        ..StoreOptions::default()
-    };
-    let (config, model, store) = crate::commands::open_model_with(dir, backend, options)?;
-    Ok(Opened {
-        config,
-        model,
-        store,
-    })
-}
-
 /// One run: (encode ms, decode ms, decoded ids).
-pub fn run_once(m: &Opened, ids: &[u32], new_tokens: usize) -> Result<(f64, f64, Vec<u32>)> {
+pub fn run_once(m: &Switch, ids: &[u32], new_tokens: usize) -> Result<(f64, f64, Vec<u32>)> {
     pollster::block_on(async {
         let options = RunOptions::default();
         let started = Instant::now();
-        let input = TokenBatch::new(&[ids.to_vec()], m.config.pad_token_id)?;
-        let encoded = m.model.encode(&m.config, &input, options).await?;
+        let input = TokenBatch::new(&[ids.to_vec()], m.config().pad_token_id)?;
+        let encoded = m.model().encode(m.config(), &input, options).await?;
         // Wait for the device: the routing was read back, the last block's output may not be.
         read_f32(encoded.hidden.clone().narrow(1, 0, 1).narrow(2, 0, 1)).await?;
         let encode_ms = started.elapsed().as_secs_f64() * 1e3;
         let started = Instant::now();
-        let mut cache = m.model.start_decoding(&encoded);
-        let mut output = vec![m.config.decoder_start()];
+        let mut cache = m.model().start_decoding(&encoded);
+        let mut output = vec![m.config().decoder_start()];
         for _ in 0..new_tokens {
             let last = [*output.last().expect("starts with the start token")];
             let (logits, _routing) = m
-                .model
-                .decode(&m.config, &encoded, &mut cache, &last, 1, options)
+                .model()
+                .decode(m.config(), &encoded, &mut cache, &last, 1, options)
                 .await?;
             let values = read_f32(logits).await?;
             output.push(argmax(&values) as u32);
@@ -132,20 +107,19 @@ pub fn run_once(m: &Opened, ids: &[u32], new_tokens: usize) -> Result<(f64, f64,
 
 /// A warm-up run, then `runs` measured runs.
 pub fn measure(
-    m: &Opened,
+    m: &Switch,
     label: &str,
     backend: &str,
     ids: &[u32],
     new_tokens: usize,
     runs: usize,
 ) -> Result<Speed> {
-    let before = m.store.as_ref().map(|s| s.stats().bytes_fetched);
+    let before = m.store().map(|s| s.stats().bytes_fetched);
     let started = Instant::now();
     run_once(m, ids, new_tokens)?;
     let warmup_s = started.elapsed().as_secs_f64();
     let expert_bytes_fetched = m
-        .store
-        .as_ref()
+        .store()
         .zip(before)
         .map(|(s, b)| s.stats().bytes_fetched - b);
     let (mut encode_ms, mut decode_ms, mut output_ids) = (Vec::new(), Vec::new(), Vec::new());
@@ -175,7 +149,11 @@ pub fn measure(
 
 pub fn run(args: &SpeedArgs) -> Result<()> {
     let started = Instant::now();
-    let m = open_with(&args.model, &args.backend, args.generic_experts)?;
+    let store = StoreOptions {
+        generic_experts: args.generic_experts,
+        ..StoreOptions::default()
+    };
+    let m = open(&args.model, &args.backend, store)?;
     let load_s = started.elapsed().as_secs_f64();
     let ids = if let Some(text) = &args.prompt {
         let tokenizer = Tokenizer::from_bytes(
@@ -187,7 +165,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         args.input_ids.clone()
     } else {
         anyhow::ensure!(args.input_tokens >= 1, "--input-tokens must be at least 1");
-        let vocab = u32::try_from(m.config.vocab_size)?;
+        let vocab = u32::try_from(m.config().vocab_size)?;
         let mut ids = random_prompts(vocab, 1, args.input_tokens - 1, 11).remove(0);
         ids.truncate(args.input_tokens);
         ids

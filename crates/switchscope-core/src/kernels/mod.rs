@@ -7,7 +7,9 @@
 //!   folded into the same launch; two launches make an expert's feed-forward.
 //! - [`router`](router/index.html): softmax, top-1 and expert capacity for whole sequences.
 //!
-//! `ops` launches them on burn tensors. Arithmetic is f32 on every adapter (SwiftShader and many
+//! [`gpu`](gpu/index.html) is the device they run on, [`quant_matrix`](quant_matrix/index.html)
+//! the experts' matrices resident on it, and [`launch`](launch/index.html) runs the sparse layer's
+//! feed-forward and the router on burn tensors. Arithmetic is f32 on every adapter (SwiftShader and many
 //! devices have no `shader-f16`, and the model's activations are f32). Where the adapter has
 //! `shader-f16` (lavapipe does), the scales stay f16 on the device as the shards store them
 //! (exact f16 values only, so results are bit for bit those of f32 scales); elsewhere f32.
@@ -15,14 +17,19 @@
 pub mod reference;
 
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-mod ops;
+pub mod gpu;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod launch;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod qmatmul;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod quant_matrix;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod router;
 
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-pub use ops::{
-    Assignment, FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES, QuantExpert, QuantMatrix, quant_matmul,
-    route, sparse_ffn,
-};
+pub use gpu::{FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES};
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub use launch::{Assignment, quant_matmul, route, sparse_ffn};
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub use quant_matrix::{QuantExpert, QuantMatrix};

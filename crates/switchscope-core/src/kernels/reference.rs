@@ -1,8 +1,7 @@
 //! Plain-Rust references of the GPU kernels, written for clarity: the parity tests compare
 //! each kernel with its reference on random inputs.
 
-use crate::model::routing::route_sequence;
-use crate::shards::quant::Quantized;
+use crate::formats::quant::Quantized;
 
 /// [`super::qmatmul`]'s definition: for every `i < rows_in.len()` and output feature `j`,
 /// `out[rows_out[i] · out_stride + col_offset + j] = post(row_scale[i] · Σₖ x[rows_in[i] · k + kk] · W[j, kk])`
@@ -108,4 +107,63 @@ pub fn route(logits: &[f32], seq: usize, experts: usize) -> Vec<f32> {
         }
     }
     out
+}
+
+/// The index of the largest value, ties to the lowest index (the router's top-1, and greedy
+/// decoding's pick).
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Top-1 routing of one sequence from its probabilities (`tokens × experts`, row-major):
+/// argmax with ties to the lowest index, then capacity counted in position order.
+pub fn route_sequence(
+    probs: &[f32],
+    experts: usize,
+    capacity: usize,
+) -> (Vec<i32>, Vec<u32>, Vec<f32>) {
+    let tokens = probs.len() / experts;
+    let mut load = vec![0usize; experts];
+    let (mut expert, mut chosen, mut weight) = (
+        Vec::with_capacity(tokens),
+        Vec::with_capacity(tokens),
+        Vec::with_capacity(tokens),
+    );
+    for row in probs.chunks_exact(experts) {
+        let best = argmax(row);
+        load[best] += 1;
+        chosen.push(best as u32);
+        weight.push(row[best]);
+        expert.push(if load[best] <= capacity {
+            best as i32
+        } else {
+            -1
+        });
+    }
+    (expert, chosen, weight)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_drops_in_position_order_and_ties_go_low() {
+        let probs = [
+            0.5, 0.5, 0.0, // tie → expert 0
+            0.7, 0.2, 0.1, // 0
+            0.6, 0.3, 0.1, // 0, over capacity 2 → dropped
+            0.1, 0.1, 0.8, // 2
+        ];
+        let (expert, chosen, weight) = route_sequence(&probs, 3, 2);
+        assert_eq!(expert, vec![0, 0, -1, 2]);
+        assert_eq!(chosen, vec![0, 0, 0, 2]);
+        assert_eq!(weight, vec![0.5, 0.7, 0.6, 0.8]);
+    }
 }

@@ -3,26 +3,30 @@
 //!
 //! Module and field names mirror the checkpoint keys (`shared`, `encoder.block.{i}`,
 //! `layer.{j}.SelfAttention.q`, `mlp.router.classifier`, `mlp.experts.expert_{e}.wi`, ...),
-//! so loading is nearly the identity (see [`weights`]). One code path serves every backend.
+//! so loading is nearly the identity (see [`load`]). One code path serves every backend.
+//!
+//! Pure computation over the weights it is given: where they come from (a checkpoint, a
+//! converted directory, shards fetched on demand) is the runtime's business, behind
+//! [`experts::Experts`] for the experts and a [`crate::formats::tensor::TensorSource`] for the
+//! rest.
 
 pub mod attention;
-pub mod config;
-pub mod generate;
+pub mod experts;
 pub mod layers;
+pub mod load;
 pub mod routing;
-pub mod spans;
 pub mod stack;
-pub mod weights;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-pub use config::{Stack as StackKind, SwitchConfig};
 pub use routing::LayerRouting;
 use stack::{DecoderCache, Stack, StackRun};
 
 use crate::CoreError;
+use crate::backend::read_f32;
+pub use crate::config::{Stack as StackKind, SwitchConfig};
 use layers::linear;
 
 /// The whole model (`SwitchTransformersForConditionalGeneration`).
@@ -272,7 +276,7 @@ impl SwitchModel {
             )
             .await?;
         let [b, t, v] = logits.dims();
-        let flat = routing::read_f32(logits).await?;
+        let flat = read_f32(logits).await?;
         let logits = (0..b)
             .map(|i| {
                 (0..t)

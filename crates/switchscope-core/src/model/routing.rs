@@ -1,17 +1,22 @@
 //! The router and the sparse (mixture-of-experts) feed-forward layer.
 //!
-//! Routing is decided on the host: the router's probabilities are read back (the trace needs
-//! them anyway, and the runtime fetches an expert only once the router has picked it), then
-//! each expert runs on the rows routed to it and its output is scattered back.
+//! The router's probabilities are read back to the host (the trace needs them anyway, and the
+//! runtime fetches an expert only once the router has picked it), with the top-1 decision made
+//! on the host or, when the experts run on our kernels, by the router kernel; then the layer's
+//! [`Experts`] run each expert on the rows routed to it.
+
+use std::sync::Arc;
 
 use burn::module::{Module, Param};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation};
-use serde::{Deserialize, Serialize};
+use burn::tensor::{Tensor, activation};
+pub use switchscope_wire::LayerRouting;
 
-use super::config::Stack;
-use super::layers::{DenseActDense, linear};
+use super::experts::Experts;
+use super::layers::linear;
 use crate::CoreError;
-use crate::shards::store::{Expert, LazyExperts};
+use crate::backend::read_f32;
+use crate::config::Stack;
+use crate::kernels::reference::{argmax, route_sequence};
 
 /// `SwitchTransformersTop1Router.classifier`: `[num_experts, d_model]` (+ optional bias).
 #[derive(Module, Debug)]
@@ -24,68 +29,9 @@ pub struct Router {
 #[derive(Module, Debug)]
 pub struct SparseMlp {
     pub router: Router,
-    /// The experts, when loaded up front; empty when they come from `lazy`.
-    pub experts: Vec<DenseActDense>,
-    /// Where experts come from on demand (converted models).
+    /// `mlp.experts`: whatever holds their weights.
     #[module(skip)]
-    pub lazy: Option<LazyExperts>,
-}
-
-/// What the router did with one sequence in one sparse layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LayerRouting {
-    pub stack: Stack,
-    pub block: usize,
-    /// Per token: the expert that processed it, or −1 when capacity dropped it.
-    pub expert: Vec<i32>,
-    /// Per token: the expert the router chose (argmax), dropped or not.
-    pub chosen: Vec<u32>,
-    /// Per token: the router probability of the chosen expert (the output's scale).
-    pub weight: Vec<f32>,
-    /// Per token: the router's probabilities over all experts.
-    pub probs: Vec<Vec<f32>>,
-    /// Tokens each expert could take in this sequence.
-    pub capacity: usize,
-}
-
-impl LayerRouting {
-    /// Whether token `t` was dropped by expert capacity.
-    pub fn dropped(&self, t: usize) -> bool {
-        self.expert[t] < 0
-    }
-}
-
-/// Top-1 routing of one sequence from its probabilities (`tokens × experts`, row-major):
-/// argmax with ties to the lowest index, then capacity counted in position order.
-pub fn route_sequence(
-    probs: &[f32],
-    experts: usize,
-    capacity: usize,
-) -> (Vec<i32>, Vec<u32>, Vec<f32>) {
-    let tokens = probs.len() / experts;
-    let mut load = vec![0usize; experts];
-    let (mut expert, mut chosen, mut weight) = (
-        Vec::with_capacity(tokens),
-        Vec::with_capacity(tokens),
-        Vec::with_capacity(tokens),
-    );
-    for row in probs.chunks_exact(experts) {
-        let mut best = 0;
-        for (e, &p) in row.iter().enumerate() {
-            if p > row[best] {
-                best = e;
-            }
-        }
-        load[best] += 1;
-        chosen.push(best as u32);
-        weight.push(row[best]);
-        expert.push(if load[best] <= capacity {
-            best as i32
-        } else {
-            -1
-        });
-    }
-    (expert, chosen, weight)
+    pub experts: Arc<dyn Experts>,
 }
 
 impl Router {
@@ -109,10 +55,7 @@ impl Router {
     pub async fn top1(&self, x: Tensor<3>) -> Result<Vec<usize>, CoreError> {
         let experts = self.weight.val().dims()[0];
         let host = read_f32(self.logits(x)).await?;
-        Ok(host
-            .chunks_exact(experts)
-            .map(super::generate::argmax)
-            .collect())
+        Ok(host.chunks_exact(experts).map(argmax).collect())
     }
 }
 
@@ -123,7 +66,8 @@ impl SparseMlp {
     /// - `x`: `[batch, seq, d_model]` (already layer-normed) → same
     ///
     /// # Errors
-    /// [`CoreError::Execution`] if the router's probabilities cannot be read back.
+    /// [`CoreError::Execution`] if the router's probabilities cannot be read back; what the
+    /// experts return.
     pub async fn forward(
         &self,
         x: Tensor<3>,
@@ -132,41 +76,26 @@ impl SparseMlp {
     ) -> Result<(Tensor<3>, Vec<LayerRouting>), CoreError> {
         let [b, s, d] = x.dims();
         let experts = self.router.weight.val().dims()[0];
-        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-        let kernels = self
-            .lazy
-            .as_ref()
-            .and_then(|lazy| lazy.store.kernels().cloned());
 
-        // the router's decision, per sequence: (expert or −1, chosen, weight, probabilities)
+        // the router's decision, per sequence: on the device when the experts run on our
+        // kernels (the router kernel takes sequences up to its shared memory's size), else on
+        // the host
         let logits = self.router.logits(x.clone());
-        let mut decisions: Vec<Decision> = Vec::with_capacity(b);
-        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-        // (the router kernel takes sequences up to its shared memory's size; longer ones are
-        // decided on the host, their experts still run on the kernels)
-        if let Some(gpu) = kernels
-            .as_ref()
-            .filter(|_| s <= crate::kernels::router::MAX_SEQ as usize)
-        {
-            let decided = crate::kernels::route(gpu, logits.clone().reshape([b * s, experts]), s)?;
-            let host = read_f32(decided).await?;
-            for seq in host.chunks_exact(s * (experts + 2)) {
-                decisions.push(Decision::from_kernel(seq, experts, capacity));
-            }
-        }
-        if decisions.is_empty() {
-            let host = read_f32(activation::softmax(logits, 2)).await?;
-            for seq in host.chunks_exact(s * experts) {
-                let (expert, chosen, weight) = route_sequence(seq, experts, capacity);
-                let probs = seq.chunks_exact(experts).map(<[f32]>::to_vec).collect();
-                decisions.push(Decision {
-                    expert,
-                    chosen,
-                    weight,
-                    probs,
-                });
-            }
-        }
+        let on_device = self
+            .experts
+            .route_on_device(&logits.clone().reshape([b * s, experts]), s);
+        let decisions: Vec<Decision> = match on_device {
+            Some(decided) => read_f32(decided?)
+                .await?
+                .chunks_exact(s * (experts + 2))
+                .map(|seq| Decision::from_kernel(seq, experts, capacity))
+                .collect(),
+            None => read_f32(activation::softmax(logits, 2))
+                .await?
+                .chunks_exact(s * experts)
+                .map(|seq| Decision::from_probs(seq, experts, capacity))
+                .collect(),
+        };
 
         let mut rows: Vec<Vec<(u32, f32)>> = vec![Vec::new(); experts];
         let mut traces = Vec::with_capacity(b);
@@ -186,68 +115,7 @@ impl SparseMlp {
                 capacity,
             });
         }
-
-        let flat = x.reshape([b * s, d]);
-        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-        if let (Some(gpu), Some(lazy)) = (&kernels, &self.lazy) {
-            let mut resident = Vec::new();
-            for (e, tokens) in rows.iter().enumerate() {
-                if !tokens.is_empty() {
-                    let expert = lazy.store.expert(lazy.stack, lazy.block, e).await?;
-                    let index: Vec<u32> = tokens.iter().map(|&(i, _)| i).collect();
-                    let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
-                    resident.push((expert, index, scale));
-                }
-            }
-            let mut assignments = Vec::with_capacity(resident.len());
-            for (expert, index, scale) in &resident {
-                let Expert::Quantized(expert) = &**expert else {
-                    return Err(CoreError::Weights(
-                        "a store with kernels returned an f32 expert".into(),
-                    ));
-                };
-                assignments.push(crate::kernels::Assignment {
-                    expert,
-                    rows: index,
-                    weights: scale,
-                });
-            }
-            let out = crate::kernels::sparse_ffn(gpu, flat, &assignments)?;
-            return Ok((out.reshape([b, s, d]), traces));
-        }
-
-        let device = flat.device();
-        let mut out = Tensor::<2>::zeros([b * s, d], &device);
-        for (e, tokens) in rows.iter().enumerate() {
-            if tokens.is_empty() {
-                continue;
-            }
-            let n = tokens.len();
-            let index: Vec<i64> = tokens.iter().map(|&(i, _)| i64::from(i)).collect();
-            let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
-            let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
-            let scale = Tensor::<2>::from_data(TensorData::new(scale, [n, 1]), &device);
-            let rows = flat.clone().select(0, index.clone());
-            let y = match (&self.lazy, self.experts.get(e)) {
-                (_, Some(expert)) => expert.forward_rows(rows),
-                (Some(lazy), None) => match &*lazy.store.expert(lazy.stack, lazy.block, e).await? {
-                    Expert::Dense(expert) => expert.forward_rows(rows),
-                    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-                    Expert::Quantized(_) => {
-                        return Err(CoreError::Weights(
-                            "a quantized expert outside the kernels' path".into(),
-                        ));
-                    }
-                },
-                (None, None) => {
-                    return Err(CoreError::Weights(format!(
-                        "{} block {block} has no expert {e}",
-                        stack.as_str()
-                    )));
-                }
-            } * scale;
-            out = out.select_assign(0, index, y, IndexingUpdateOp::Assign);
-        }
+        let out = self.experts.run(x.reshape([b * s, d]), &rows).await?;
         Ok((out.reshape([b, s, d]), traces))
     }
 }
@@ -261,8 +129,19 @@ struct Decision {
 }
 
 impl Decision {
+    /// From the router's probabilities (`tokens × experts`, row-major), decided on the host.
+    fn from_probs(seq: &[f32], experts: usize, capacity: usize) -> Self {
+        let (expert, chosen, weight) = route_sequence(seq, experts, capacity);
+        let probs = seq.chunks_exact(experts).map(<[f32]>::to_vec).collect();
+        Self {
+            expert,
+            chosen,
+            weight,
+            probs,
+        }
+    }
+
     /// From the router kernel's rows (probabilities, chosen expert, position in it).
-    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
     fn from_kernel(seq: &[f32], experts: usize, capacity: usize) -> Self {
         let tokens = seq.len() / (experts + 2);
         let mut d = Self {
@@ -284,36 +163,5 @@ impl Decision {
             d.probs.push(row[..experts].to_vec());
         }
         d
-    }
-}
-
-/// Reads a float tensor back to the host (asynchronously: the only way in a browser).
-///
-/// # Errors
-/// [`CoreError::Execution`] when the device fails.
-pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, CoreError> {
-    t.into_data_async()
-        .await
-        .map_err(|e| CoreError::Execution(e.to_string()))?
-        .try_into_vec::<f32>()
-        .map_err(|e| CoreError::Execution(format!("{e:?}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn capacity_drops_in_position_order_and_ties_go_low() {
-        let probs = [
-            0.5, 0.5, 0.0, // tie → expert 0
-            0.7, 0.2, 0.1, // 0
-            0.6, 0.3, 0.1, // 0, over capacity 2 → dropped
-            0.1, 0.1, 0.8, // 2
-        ];
-        let (expert, chosen, weight) = route_sequence(&probs, 3, 2);
-        assert_eq!(expert, vec![0, 0, -1, 2]);
-        assert_eq!(chosen, vec![0, 0, 0, 2]);
-        assert_eq!(weight, vec![0.5, 0.7, 0.6, 0.8]);
     }
 }

@@ -4,11 +4,11 @@ use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::attention::{Attention, KeyValue, apply_mask};
-use super::config::Stack as StackKind;
 use super::layers::{DenseActDense, LayerNorm};
 use super::routing::{LayerRouting, SparseMlp};
 use crate::CoreError;
-use crate::shards::store::ExpertId;
+use crate::backend::read_f32;
+use crate::config::Stack as StackKind;
 
 /// One transformer block. Encoder: `layer.0` self-attention, `layer.1` feed-forward. Decoder:
 /// `layer.0` self-attention, `layer.1` cross-attention (`EncDecAttention`), `layer.2` FF.
@@ -80,7 +80,7 @@ impl Laps {
             return Ok(());
         };
         // A one-value read-back: the device has finished everything `h` depends on.
-        super::routing::read_f32(h.clone().slice([0..1, 0..1, 0..1])).await?;
+        read_f32(h.clone().slice([0..1, 0..1, 0..1])).await?;
         let now = clock();
         self.ms.push(now - self.last);
         self.last = now;
@@ -90,7 +90,7 @@ impl Laps {
 
 impl StackRun {
     fn capacity(&self, tokens: usize) -> usize {
-        super::config::expert_capacity(
+        crate::config::expert_capacity(
             tokens,
             self.num_experts,
             self.expert_capacity,
@@ -128,41 +128,30 @@ impl Block {
 }
 
 impl Stack {
-    /// Pre-gating: when block `at` is sparse and its experts come from a store with prefetch
-    /// on, applies the NEXT sparse block's norm and router to `h` (block `at`'s input to its
-    /// feed-forward) and asks the store to start fetching the experts it picks, so that their
+    /// Pre-gating: when block `at` is sparse and the next sparse block's experts want a
+    /// prediction ([`super::experts::Experts::wants_prefetch`]: a store with prefetch on),
+    /// applies the NEXT sparse block's norm and router to `h` (block `at`'s input to its
+    /// feed-forward) and hints the experts it picks, so that their
     /// transfer overlaps with this block's work.
     async fn pregate(&self, at: usize, h: &Tensor<3>) -> Result<(), CoreError> {
         if self.block[at].sparse.is_none() {
             return Ok(());
         }
-        let Some((next, block, sparse)) = self
+        let Some((block, sparse)) = self
             .block
             .iter()
-            .enumerate()
             .skip(at + 1)
-            .find_map(|(j, b)| b.sparse.as_ref().map(|s| (j, b, s)))
+            .find_map(|b| b.sparse.as_ref().map(|s| (b, s)))
         else {
             return Ok(());
         };
-        let Some(lazy) = &sparse.lazy else {
-            return Ok(());
-        };
-        if !lazy.store.options().prefetch {
+        if !sparse.experts.wants_prefetch() {
             return Ok(());
         }
-        let picks = sparse.router.top1(block.ff_norm.forward(h.clone())).await?;
-        let mut ids: Vec<ExpertId> = picks
-            .into_iter()
-            .map(|expert| ExpertId {
-                stack: lazy.stack,
-                block: next,
-                expert,
-            })
-            .collect();
-        ids.sort_unstable();
-        ids.dedup();
-        lazy.store.prefetch(&ids);
+        let mut picks = sparse.router.top1(block.ff_norm.forward(h.clone())).await?;
+        picks.sort_unstable();
+        picks.dedup();
+        sparse.experts.prefetch(&picks);
         Ok(())
     }
 

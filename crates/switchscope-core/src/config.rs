@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Which stack a block belongs to (`encoder`, `decoder`).
+pub use switchscope_wire::Stack;
+
 use crate::CoreError;
 
 /// `SwitchTransformersConfig`: the keys of google/switch-base-* `config.json`.
@@ -79,24 +82,6 @@ impl Default for SwitchConfig {
             eos_token_id: 1,
             decoder_start_token_id: Some(0),
             tie_word_embeddings: true,
-        }
-    }
-}
-
-/// Which stack a block belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stack {
-    Encoder,
-    Decoder,
-}
-
-impl Stack {
-    /// `encoder` or `decoder`, as in the checkpoint keys.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Encoder => "encoder",
-            Self::Decoder => "decoder",
         }
     }
 }

@@ -9,8 +9,8 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use super::tensor::{HostTensor, TensorSource};
 use crate::CoreError;
-use crate::model::weights::{HostTensor, TensorSource};
 
 /// A zip entry stored without compression.
 #[derive(Debug, Clone)]

@@ -9,239 +9,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
+use switchscope_wire::{ExpertId, ShardEvent, ShardEventKind, Stack, StoreStats};
 
-use super::manifest::Manifest;
-use super::quant::{Quantized, Scheme};
-use super::safetensors::{TensorInfo, parse_bytes};
-pub use super::source::{ExpertSource, Fetched, FileSource, Origin, ShardFuture, verify};
+use super::source::ExpertSource;
 use crate::CoreError;
-use crate::model::StackKind;
+use crate::formats::manifest::{FileEntry, Manifest, verify};
+use crate::formats::shard::decode_matrix;
 use crate::model::layers::DenseActDense;
-use crate::model::weights::decode_floats_named;
-
-/// Decodes one matrix (`wi` or `wo`) of an expert shard to f32, `[rows, cols]`.
-///
-/// # Errors
-/// [`CoreError::Shard`] naming the file when a tensor is missing or malformed.
-pub fn decode_matrix(
-    manifest: &Manifest,
-    file: &str,
-    bytes: &[u8],
-    matrix: &str,
-) -> Result<(Vec<f32>, [usize; 2]), CoreError> {
-    with_matrix(
-        manifest,
-        file,
-        bytes,
-        matrix,
-        |shape, scheme, group, get| {
-            Ok((
-                decode_stored(file, matrix, shape, scheme, group, get)?,
-                shape,
-            ))
-        },
-    )
-}
-
-/// Reads one quantized matrix (`wi` or `wo`) of an expert shard as stored, `[rows, cols]`.
-///
-/// # Errors
-/// [`CoreError::Shard`] naming the file when a tensor is missing or malformed.
-pub fn quantized_matrix(
-    manifest: &Manifest,
-    file: &str,
-    bytes: &[u8],
-    matrix: &str,
-) -> Result<Quantized, CoreError> {
-    with_matrix(
-        manifest,
-        file,
-        bytes,
-        matrix,
-        |shape, scheme, group, get| stored_quantized(file, matrix, shape, scheme, group, get),
-    )
-}
-
-/// Parses an expert shard and calls `read` with matrix `matrix`'s shape, the manifest's
-/// scheme and group size, and a lookup of the shard's tensors.
-fn with_matrix<T>(
-    manifest: &Manifest,
-    file: &str,
-    bytes: &[u8],
-    matrix: &str,
-    read: impl FnOnce([usize; 2], Scheme, usize, FindTensor<'_, '_>) -> Result<T, CoreError>,
-) -> Result<T, CoreError> {
-    let tensors = parse_bytes(bytes).map_err(|reason| CoreError::Shard {
-        file: file.to_owned(),
-        reason,
-    })?;
-    let c = &manifest.config;
-    let shape = if matrix == "wi" {
-        [c.d_ff, c.d_model]
-    } else {
-        [c.d_model, c.d_ff]
-    };
-    let q = &manifest.quantization;
-    let get = |name: &str| tensors.get(name).map(|(info, raw)| (info.clone(), *raw));
-    read(shape, q.experts, q.group_size, &get)
-}
-
-/// Finds a stored tensor's header entry and bytes by name.
-pub type FindTensor<'a, 'b> = &'b dyn Fn(&str) -> Option<(TensorInfo, &'a [u8])>;
-
-/// Decodes tensor `stem` (`wi`, or a dense name without `.weight`) of shape `[rows, cols]`
-/// stored as `{stem}.weight` (f32/f16) or `{stem}.qweight` + `{stem}.scales` (int8/int4) in
-/// `file`, whose tensors `get` finds.
-///
-/// # Errors
-/// [`CoreError::Shard`] naming the file when a tensor is missing or malformed.
-pub fn decode_stored<'a>(
-    file: &str,
-    stem: &str,
-    [rows, cols]: [usize; 2],
-    scheme: Scheme,
-    group_size: usize,
-    get: FindTensor<'a, '_>,
-) -> Result<Vec<f32>, CoreError> {
-    let shard = |what: String| CoreError::Shard {
-        file: file.to_owned(),
-        reason: what,
-    };
-    let find = |name: String| get(&name).ok_or_else(|| shard(format!("has no {name}")));
-    Ok(match scheme {
-        Scheme::F32 | Scheme::F16 => {
-            let (info, raw) = find(format!("{stem}.weight"))?;
-            if info.shape != [rows, cols] {
-                return Err(shard(format!(
-                    "{stem}.weight has shape {:?}, expected {:?}",
-                    info.shape,
-                    [rows, cols]
-                )));
-            }
-            decode_floats_named(&info.dtype, raw, stem)?
-        }
-        _ => stored_quantized(file, stem, [rows, cols], scheme, group_size, get)?.dequantize(),
-    })
-}
-
-/// Reads tensor `stem` (`wi`, `wo`) of shape `[rows, cols]` stored as `{stem}.qweight` +
-/// `{stem}.scales` (int8/int4) in `file`, as it is stored (nothing dequantized).
-///
-/// # Errors
-/// [`CoreError::Shard`] naming the file when a tensor is missing or has the wrong size.
-pub fn stored_quantized<'a>(
-    file: &str,
-    stem: &str,
-    [rows, cols]: [usize; 2],
-    scheme: Scheme,
-    group_size: usize,
-    get: FindTensor<'a, '_>,
-) -> Result<Quantized, CoreError> {
-    let shard = |what: String| CoreError::Shard {
-        file: file.to_owned(),
-        reason: what,
-    };
-    let find = |name: String| get(&name).ok_or_else(|| shard(format!("has no {name}")));
-    if !scheme.is_quantized() {
-        return Err(shard(format!("{stem} is stored as {}", scheme.as_str())));
-    }
-    let (_, qraw) = find(format!("{stem}.qweight"))?;
-    let (sinfo, sraw) = find(format!("{stem}.scales"))?;
-    let padded = super::quant::padded_cols(cols, group_size);
-    let per_row = if scheme == Scheme::Int4 {
-        padded / 2
-    } else {
-        padded
-    };
-    let scales = decode_floats_named(&sinfo.dtype, sraw, stem)?;
-    if qraw.len() != rows * per_row || scales.len() != rows * (padded / group_size) {
-        return Err(shard(format!(
-            "{stem} has the wrong size for {} with group {group_size}",
-            scheme.as_str(),
-        )));
-    }
-    Ok(Quantized {
-        rows,
-        cols,
-        group_size,
-        scheme,
-        data: qraw.to_vec(),
-        scales,
-    })
-}
-
-/// One expert of one sparse layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ExpertId {
-    pub stack: StackKind,
-    pub block: usize,
-    pub expert: usize,
-}
-
-/// What happened to a shard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ShardEventKind {
-    /// The router picked the expert and it was not resident: its shard is being fetched.
-    Requested,
-    /// The router picked the expert and it was resident.
-    Hit,
-    /// Pre-gating predicted the expert and its transfer was started early.
-    Prefetching,
-    /// The shard's bytes arrived and passed the size and SHA-256 checks.
-    Fetched {
-        bytes: u64,
-        origin: Origin,
-        /// Whether a prefetch had started the transfer.
-        prefetched: bool,
-        /// From the request to verified bytes.
-        ms: f64,
-    },
-    /// Decoded onto the device; `resident_bytes` is the store's total afterwards.
-    Resident {
-        device_bytes: u64,
-        resident_bytes: u64,
-    },
-    /// Dropped from the device to stay within the budget.
-    Evicted { resident_bytes: u64 },
-    /// The fetch, the check or the decoding failed; nothing was kept.
-    Failed { reason: String },
-}
-
-/// Something that happened to the shard of `expert`, for the UI and for accounting.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardEvent {
-    #[serde(flatten)]
-    pub expert: ExpertId,
-    pub file: String,
-    #[serde(flatten)]
-    pub kind: ShardEventKind,
-}
-
-/// Counters over a store's life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoreStats {
-    /// Times a router asked for an expert.
-    pub requests: u64,
-    /// Of those, how many found it resident.
-    pub hits: u64,
-    /// Shards fetched (each a miss).
-    pub fetches: u64,
-    /// Bytes of the shards fetched.
-    pub bytes_fetched: u64,
-    /// Fetches that a prefetch had started.
-    pub prefetch_used: u64,
-    /// Prefetches started.
-    pub prefetches: u64,
-    /// Bytes of prefetched shards that no router asked for (so far).
-    pub prefetch_wasted_bytes: u64,
-    pub evictions: u64,
-    /// Device bytes of the experts resident now.
-    pub resident_bytes: u64,
-    /// The most device bytes resident at any time.
-    pub peak_resident_bytes: u64,
-}
 
 /// A callback for each [`ShardEvent`] as it happens.
 pub type ShardListener = Arc<dyn Fn(&ShardEvent) + Send + Sync>;
@@ -363,7 +137,7 @@ impl ExpertStore {
         if let Some(gpu) = &self.gpu {
             use crate::kernels::{QuantExpert, QuantMatrix};
             let matrix = |name: &str| -> Result<QuantMatrix, CoreError> {
-                let q = quantized_matrix(&self.manifest, file, bytes, name)?;
+                let q = crate::formats::shard::quantized_matrix(&self.manifest, file, bytes, name)?;
                 QuantMatrix::upload(gpu, &q)
             };
             let expert = QuantExpert {
@@ -450,7 +224,7 @@ impl ExpertStore {
         state.events.push(event);
     }
 
-    fn file_of(&self, id: ExpertId) -> Result<super::manifest::FileEntry, CoreError> {
+    fn file_of(&self, id: ExpertId) -> Result<FileEntry, CoreError> {
         let entry = self
             .manifest
             .expert(id.stack, id.block, id.expert)
@@ -504,7 +278,7 @@ impl ExpertStore {
     /// [`CoreError::Manifest`] when the manifest has no such expert.
     pub async fn expert(
         &self,
-        stack: StackKind,
+        stack: Stack,
         block: usize,
         expert: usize,
     ) -> Result<Arc<Expert>, CoreError> {
@@ -636,12 +410,4 @@ impl ExpertStore {
             );
         }
     }
-}
-
-/// A sparse layer's handle on the store.
-#[derive(Debug, Clone)]
-pub struct LazyExperts {
-    pub store: Arc<ExpertStore>,
-    pub stack: StackKind,
-    pub block: usize,
 }

@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::open_hf_source;
 use super::manifest::{
     ExpertEntry, FORMAT_NAME, FORMAT_VERSION, FileEntry, Manifest, Quantization, expert_file,
 };
 use super::quant::{Scheme, quantize};
 use super::safetensors::{OutTensor, serialize, write_file};
+use super::shard::{dense_tensors, expert_prefix, int8_dense};
+use super::tensor::{HostTensor, TensorSource};
 use crate::CoreError;
-use crate::model::weights::{HostTensor, TensorSource, open_hf_source};
-use crate::model::{StackKind, SwitchConfig};
+use crate::config::{Stack as StackKind, SwitchConfig};
 
 /// What to produce.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,76 +52,6 @@ pub struct ConvertSummary {
     pub manifest: Manifest,
     /// Bytes of the source weights read (as f32 would be: `4 × parameters`).
     pub source_f32_bytes: u64,
-}
-
-/// Every dense (non-expert) tensor's name and shape, in a fixed order.
-pub fn dense_tensors(config: &SwitchConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, inner) = (config.d_model, config.num_heads * config.d_kv);
-    let mut out = vec![("shared.weight".to_owned(), vec![config.vocab_size, d])];
-    for stack in [StackKind::Encoder, StackKind::Decoder] {
-        let s = stack.as_str();
-        for i in 0..config.layers(stack) {
-            let p = format!("{s}.block.{i}.layer");
-            let attention = |prefix: String, bias: bool, out: &mut Vec<(String, Vec<usize>)>| {
-                for m in ["q", "k", "v"] {
-                    out.push((format!("{prefix}.{m}.weight"), vec![inner, d]));
-                }
-                out.push((format!("{prefix}.o.weight"), vec![d, inner]));
-                if bias {
-                    out.push((
-                        format!("{prefix}.relative_attention_bias.weight"),
-                        vec![config.relative_attention_num_buckets, config.num_heads],
-                    ));
-                }
-            };
-            attention(format!("{p}.0.SelfAttention"), i == 0, &mut out);
-            out.push((format!("{p}.0.layer_norm.weight"), vec![d]));
-            let ff = if stack == StackKind::Decoder {
-                attention(format!("{p}.1.EncDecAttention"), false, &mut out);
-                out.push((format!("{p}.1.layer_norm.weight"), vec![d]));
-                2
-            } else {
-                1
-            };
-            if config.is_sparse(stack, i) {
-                out.push((
-                    format!("{p}.{ff}.mlp.router.classifier.weight"),
-                    vec![config.num_experts, d],
-                ));
-                if config.router_bias {
-                    out.push((
-                        format!("{p}.{ff}.mlp.router.classifier.bias"),
-                        vec![config.num_experts],
-                    ));
-                }
-            } else {
-                out.push((format!("{p}.{ff}.mlp.wi.weight"), vec![config.d_ff, d]));
-                out.push((format!("{p}.{ff}.mlp.wo.weight"), vec![d, config.d_ff]));
-            }
-            out.push((format!("{p}.{ff}.layer_norm.weight"), vec![d]));
-        }
-        out.push((format!("{s}.final_layer_norm.weight"), vec![d]));
-    }
-    if !config.tie_word_embeddings {
-        out.push(("lm_head.weight".to_owned(), vec![config.vocab_size, d]));
-    }
-    out
-}
-
-/// Whether dense tensor `name` of `shape` is stored in int8 when the dense scheme is int8: every
-/// matrix but the routers (routing decisions are sensitive to them, and they are small) and the
-/// relative position biases.
-pub fn int8_dense(name: &str, shape: &[usize]) -> bool {
-    shape.len() == 2 && !name.contains(".router.") && !name.contains("relative_attention_bias")
-}
-
-/// The checkpoint name prefix of expert `e` of a sparse block.
-pub fn expert_prefix(stack: StackKind, block: usize, expert: usize) -> String {
-    let ff = if stack == StackKind::Decoder { 2 } else { 1 };
-    format!(
-        "{}.block.{block}.layer.{ff}.mlp.experts.expert_{expert}",
-        stack.as_str()
-    )
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -274,7 +206,7 @@ fn write_all(
         files.push(FileEntry {
             name: name.to_owned(),
             bytes: bytes.len() as u64,
-            sha256: super::source::sha256_hex(bytes),
+            sha256: super::manifest::sha256_hex(bytes),
         });
         Ok(())
     };

@@ -2,46 +2,14 @@
 //! routing of every step.
 
 use serde::{Deserialize, Serialize};
+use switchscope_wire::{LayerRouting, Sampling};
 
-use super::routing::{LayerRouting, read_f32};
-use super::stack::DecoderCache;
-use super::{RunOptions, SwitchConfig, SwitchModel, TokenBatch};
+use super::Switch;
 use crate::CoreError;
-
-/// How the next token is picked.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum Sampling {
-    /// The most probable token (ties → lowest id).
-    Greedy,
-    /// Sampling after temperature, then top-k, then top-p (nucleus) filtering.
-    Sample {
-        temperature: f32,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        seed: u64,
-    },
-}
-
-/// The longest input the front ends pass to the model, in tokens: what switch-base was trained
-/// on (relative position buckets do not limit the length, but attention cost grows with its
-/// square and nothing longer was ever seen in training).
-pub const MAX_INPUT_TOKENS: usize = 512;
-
-/// Cuts `ids` to at most `max` tokens, keeping a final `eos` where the input ended with one.
-/// Returns the original length when it cut.
-pub fn fit_input(ids: &mut Vec<u32>, max: usize, eos: u32) -> Option<usize> {
-    let before = ids.len();
-    if before <= max || max == 0 {
-        return None;
-    }
-    let ends_with_eos = ids.last() == Some(&eos);
-    ids.truncate(max);
-    if ends_with_eos {
-        ids[max - 1] = eos;
-    }
-    Some(before)
-}
+use crate::backend::read_f32;
+use crate::kernels::reference::argmax;
+use crate::model::stack::DecoderCache;
+use crate::model::{RunOptions, TokenBatch};
 
 /// Generation settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -53,7 +21,7 @@ pub struct GenerateOptions {
     pub use_cache: bool,
     pub run: RunOptions,
     /// A token that ends the generation like `</s>` (and is kept, like it): the sentinel after
-    /// the input's last masked span ([`super::spans::end_of_answer`]), so that the model stops
+    /// the input's last masked span ([`switchscope_wire::spans::end_of_answer`]), so that the model stops
     /// once it has filled in every span. `None` generates like transformers: up to `</s>`.
     #[serde(default)]
     pub stop_at: Option<u32>,
@@ -91,7 +59,7 @@ pub struct Generation {
     pub steps: Vec<Step>,
 }
 
-/// What [`SwitchModel::generate`] reports while it runs.
+/// What [`Switch::generate`] reports while it runs.
 #[derive(Debug, Clone, Copy)]
 pub enum Progress<'a> {
     /// The encoder has run: its routing (one entry per sparse encoder layer) and, when timed,
@@ -104,7 +72,7 @@ pub enum Progress<'a> {
     Step(&'a Step),
 }
 
-impl SwitchModel {
+impl Switch {
     /// Generates up to `options.max_new_tokens` tokens after `input_ids`, stopping at EOS (or at
     /// `options.stop_at`).
     /// `on_progress` sees the encoder's routing, then each token as soon as it is chosen; it
@@ -114,7 +82,6 @@ impl SwitchModel {
     /// [`CoreError::Input`] for an empty input; execution errors.
     pub async fn generate<F, Fut>(
         &self,
-        config: &SwitchConfig,
         input_ids: &[u32],
         options: &GenerateOptions,
         mut on_progress: F,
@@ -123,8 +90,9 @@ impl SwitchModel {
         F: FnMut(Progress<'_>) -> Fut,
         Fut: Future<Output = bool>,
     {
+        let (config, model) = (&self.config, &self.model);
         let input = TokenBatch::new(&[input_ids.to_vec()], config.pad_token_id)?;
-        let encoded = self.encode(config, &input, options.run).await?;
+        let encoded = model.encode(config, &input, options.run).await?;
         let first = encoded.routing.first().map_or(&[][..], Vec::as_slice);
         let encoded_progress = Progress::Encoded {
             routing: first,
@@ -139,7 +107,7 @@ impl SwitchModel {
         }
         let mut output = vec![config.decoder_start()];
         let mut steps = Vec::new();
-        let mut cache = self.start_decoding(&encoded);
+        let mut cache = model.start_decoding(&encoded);
         let mut rng = SplitMix64::new(match options.sampling {
             Sampling::Sample { seed, .. } => seed,
             Sampling::Greedy => 0,
@@ -147,7 +115,7 @@ impl SwitchModel {
         for _ in 0..options.max_new_tokens {
             let (logits, mut routing, block_ms) = if options.use_cache {
                 let last = [*output.last().expect("starts with the start token")];
-                let (logits, routing) = self
+                let (logits, routing) = model
                     .decode(config, &encoded, &mut cache, &last, 1, options.run)
                     .await?;
                 (logits, routing, std::mem::take(&mut cache.block_ms))
@@ -157,7 +125,7 @@ impl SwitchModel {
                     cross_kv: cache.cross_kv.clone(),
                     ..DecoderCache::default()
                 };
-                let (logits, routing) = self
+                let (logits, routing) = model
                     .decode(config, &encoded, &mut fresh, &output, 1, options.run)
                     .await?;
                 (logits, routing, fresh.block_ms)
@@ -185,17 +153,6 @@ impl SwitchModel {
             steps,
         })
     }
-}
-
-/// The index of the largest value, ties to the lowest index.
-pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if v > values[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// Picks the next token from `logits`.
@@ -274,19 +231,6 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn long_inputs_are_cut_keeping_the_end_of_sequence() {
-        let mut ids: Vec<u32> = (2..10).chain([1]).collect();
-        assert_eq!(fit_input(&mut ids, 4, 1), Some(9));
-        assert_eq!(ids, [2, 3, 4, 1]);
-        let mut ids = vec![5, 6, 7];
-        assert_eq!(fit_input(&mut ids, 2, 1), Some(3));
-        assert_eq!(ids, [5, 6], "no end-of-sequence is invented");
-        let mut ids = vec![5, 1];
-        assert_eq!(fit_input(&mut ids, 2, 1), None);
-        assert_eq!(ids, [5, 1]);
-    }
 
     #[test]
     fn greedy_ties_go_low_and_sampling_is_seeded() {

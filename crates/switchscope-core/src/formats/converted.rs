@@ -1,15 +1,16 @@
-//! Reading a converted model directory from the file system, checking every file's size and
-//! SHA-256 against the manifest before its bytes are used.
+//! Reading a converted model's weights by checkpoint name: a directory on the file system
+//! (every file's size and SHA-256 checked against the manifest before its bytes are used), or
+//! the dense file's bytes already fetched and checked.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::manifest::Manifest;
+use super::manifest::{Manifest, verify};
 use super::quant::Scheme;
-use super::safetensors::{SafetensorsFile, TensorInfo};
-use super::store::{decode_matrix, decode_stored, verify};
+use super::safetensors::{SafetensorsFile, TensorInfo, parse_bytes};
+use super::shard::{decode_matrix, decode_stored, dense_tensors, expert_prefix};
+use super::tensor::{HostTensor, TensorSource, decode_floats_named};
 use crate::CoreError;
-use crate::model::weights::{HostTensor, TensorSource, decode_floats_named};
 
 /// A converted model directory as a [`TensorSource`] under the checkpoint's names.
 #[derive(Debug)]
@@ -28,9 +29,7 @@ pub type RawTensor = (TensorInfo, Vec<u8>);
 
 /// Dense tensor shapes by checkpoint name (to decode int8 dense matrices, stored padded).
 pub fn dense_shapes(manifest: &Manifest) -> HashMap<String, Vec<usize>> {
-    super::convert::dense_tensors(&manifest.config)
-        .into_iter()
-        .collect()
+    dense_tensors(&manifest.config).into_iter().collect()
 }
 
 /// Reads dense tensor `name` from `file` through `read`: as stored (`F32`/`F16`), or, for an
@@ -109,7 +108,7 @@ impl ConvertedDir {
         let dense = SafetensorsFile::open(&dir.join(&manifest.dense))?;
         let mut experts = HashMap::new();
         for e in &manifest.experts {
-            let prefix = super::convert::expert_prefix(e.stack, e.block, e.expert);
+            let prefix = expert_prefix(e.stack, e.block, e.expert);
             for m in ["wi", "wo"] {
                 experts.insert(
                     format!("{prefix}.{m}.weight"),
@@ -149,5 +148,59 @@ impl TensorSource for ConvertedDir {
         read_dense(&self.manifest, &self.shapes, &file, name, &mut |n| {
             dense.read(n)
         })
+    }
+}
+
+/// Dense weights held in memory (a converted model's dense file, already verified).
+#[derive(Debug)]
+pub struct DenseBytes {
+    manifest: Manifest,
+    bytes: Vec<u8>,
+    /// Tensor name → header entry and byte range in `bytes`.
+    index: HashMap<String, (TensorInfo, std::ops::Range<usize>)>,
+    shapes: HashMap<String, Vec<usize>>,
+}
+
+impl DenseBytes {
+    /// Indexes the dense file's safetensors `bytes`.
+    ///
+    /// # Errors
+    /// [`CoreError::Shard`] naming the file when the bytes are not safetensors.
+    pub fn new(manifest: &Manifest, bytes: Vec<u8>) -> Result<Self, CoreError> {
+        let base = bytes.as_ptr() as usize;
+        let index = parse_bytes(&bytes)
+            .map_err(|reason| CoreError::Shard {
+                file: manifest.dense.clone(),
+                reason,
+            })?
+            .into_iter()
+            .map(|(name, (info, data))| {
+                let start = data.as_ptr() as usize - base;
+                (name, (info, start..start + data.len()))
+            })
+            .collect();
+        Ok(Self {
+            shapes: dense_shapes(manifest),
+            manifest: manifest.clone(),
+            bytes,
+            index,
+        })
+    }
+}
+
+impl TensorSource for DenseBytes {
+    fn get(&mut self, name: &str) -> Result<Option<HostTensor>, CoreError> {
+        let (index, bytes) = (&self.index, &self.bytes);
+        read_dense(
+            &self.manifest,
+            &self.shapes,
+            &self.manifest.dense,
+            name,
+            &mut |n| {
+                Ok(index
+                    .get(n)
+                    .map(|(info, range)| (info.clone(), bytes[range.clone()].to_vec())))
+            },
+        )
     }
 }

@@ -6,12 +6,16 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::files::ConvertedDir;
 use crate::CoreError;
 use crate::backend::cpu_device;
-use crate::model::generate::{GenerateOptions, argmax};
-use crate::model::weights::{TensorSource, load_hf_dir, load_model_dir, open_hf_source};
+use crate::formats::checkpoint::open_hf_source;
+use crate::formats::converted::ConvertedDir;
+use crate::formats::shard::{dense_tensors, expert_prefix};
+use crate::formats::tensor::TensorSource;
+use crate::kernels::reference::argmax;
 use crate::model::{RunOptions, TokenBatch};
+use crate::runtime::generate::GenerateOptions;
+use crate::runtime::{OpenOptions, Switch};
 
 /// One tensor's error: `‖W − Ŵ‖ / ‖W‖` (Frobenius).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,9 +75,9 @@ pub async fn quantization_report(
     let (config, mut source) = open_hf_source(hf)?;
     let mut stored = ConvertedDir::open(converted)?;
     let mut tensors = Vec::new();
-    let mut names: Vec<(String, Vec<usize>)> = super::convert::dense_tensors(&config);
+    let mut names: Vec<(String, Vec<usize>)> = dense_tensors(&config);
     for e in &stored.manifest.experts.clone() {
-        let p = super::convert::expert_prefix(e.stack, e.block, e.expert);
+        let p = expert_prefix(e.stack, e.block, e.expert);
         names.push((format!("{p}.wi.weight"), vec![]));
         names.push((format!("{p}.wo.weight"), vec![]));
     }
@@ -92,8 +96,12 @@ pub async fn quantization_report(
     tensors.sort_by(|a, b| b.relative_error.total_cmp(&a.relative_error));
 
     let device = cpu_device();
-    let (_, reference) = load_hf_dir(hf, &device)?;
-    let (_, quantized) = load_model_dir(converted, &device)?;
+    let reference = Switch::open(hf, &device, OpenOptions::default()).await?;
+    let eager = OpenOptions {
+        eager: true,
+        ..OpenOptions::default()
+    };
+    let quantized = Switch::open(converted, &device, eager).await?;
     let options = GenerateOptions {
         max_new_tokens: new_tokens,
         ..GenerateOptions::default()
@@ -101,7 +109,7 @@ pub async fn quantization_report(
     let (mut same, mut total, mut next_same, mut next_total) = (0, 0, 0, 0);
     for ids in inputs {
         let greedy = reference
-            .generate(&config, ids, &options, |_| std::future::ready(true))
+            .generate(ids, &options, |_| std::future::ready(true))
             .await?;
         let input = TokenBatch::new(std::slice::from_ref(ids), config.pad_token_id)?;
         let mut decoder = greedy.output_ids.clone();
@@ -110,10 +118,10 @@ pub async fn quantization_report(
         }
         let decoder = TokenBatch::new(&[decoder], config.pad_token_id)?;
         let a = reference
-            .forward(&config, &input, &decoder, RunOptions::default())
+            .forward(&input, &decoder, RunOptions::default())
             .await?;
         let b = quantized
-            .forward(&config, &input, &decoder, RunOptions::default())
+            .forward(&input, &decoder, RunOptions::default())
             .await?;
         for (la, lb) in a.routing[0].iter().zip(&b.routing[0]) {
             for (ea, eb) in la.chosen.iter().zip(&lb.chosen) {

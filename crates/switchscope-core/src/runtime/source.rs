@@ -1,5 +1,6 @@
 //! Where shard bytes come from: an [`ExpertSource`] (files natively, HTTP with the Cache API in
-//! the browser), and the check every byte goes through before it is used.
+//! the browser). Whatever the source, the store checks every shard's bytes against the manifest
+//! ([`crate::formats::manifest::verify`]) before it uses them.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -8,23 +9,10 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use switchscope_wire::Origin;
 
-use super::manifest::FileEntry;
 use crate::CoreError;
-
-/// Where fetched bytes were found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Origin {
-    /// A local file.
-    Disk,
-    /// The browser's Cache API (fetched earlier).
-    Cache,
-    /// The network.
-    Network,
-}
+use crate::formats::manifest::FileEntry;
 
 /// A shard's bytes and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,36 +94,4 @@ impl ExpertSource for FileSource {
                 .insert(file.name.clone(), bytes);
         }
     }
-}
-
-/// Lowercase hex SHA-256.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Checks shard bytes against their manifest entry.
-///
-/// # Errors
-/// [`CoreError::Shard`]: wrong size (truncated) or wrong SHA-256 (corrupt).
-pub fn verify(entry: &FileEntry, bytes: &[u8]) -> Result<(), CoreError> {
-    if bytes.len() as u64 != entry.bytes {
-        return Err(CoreError::Shard {
-            file: entry.name.clone(),
-            reason: format!(
-                "has {} bytes; the manifest says {} (truncated?)",
-                bytes.len(),
-                entry.bytes
-            ),
-        });
-    }
-    if sha256_hex(bytes) != entry.sha256 {
-        return Err(CoreError::Shard {
-            file: entry.name.clone(),
-            reason: "does not match its sha256 (corrupt)".into(),
-        });
-    }
-    Ok(())
 }

@@ -12,10 +12,11 @@ use leptos::prelude::*;
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 
-use crate::app::{Ctx, url_parameter};
+use crate::ctx::Ctx;
 use crate::protocol::Settings;
 use crate::spans;
 use crate::state::Status;
+use crate::url::url_parameter;
 
 /// Whether the page is the embedded view.
 pub fn is_embed() -> bool {

@@ -1,10 +1,11 @@
 //! `manifest.json`: what a converted model directory holds (see `docs/FORMAT.md`).
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::quant::Scheme;
 use crate::CoreError;
-use crate::model::{StackKind, SwitchConfig};
+use crate::config::{Stack as StackKind, SwitchConfig};
 
 /// The format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -205,6 +206,38 @@ impl Manifest {
     pub fn total_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.bytes).sum()
     }
+}
+
+/// Lowercase hex SHA-256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks shard bytes against their manifest entry.
+///
+/// # Errors
+/// [`CoreError::Shard`]: wrong size (truncated) or wrong SHA-256 (corrupt).
+pub fn verify(entry: &FileEntry, bytes: &[u8]) -> Result<(), CoreError> {
+    if bytes.len() as u64 != entry.bytes {
+        return Err(CoreError::Shard {
+            file: entry.name.clone(),
+            reason: format!(
+                "has {} bytes; the manifest says {} (truncated?)",
+                bytes.len(),
+                entry.bytes
+            ),
+        });
+    }
+    if sha256_hex(bytes) != entry.sha256 {
+        return Err(CoreError::Shard {
+            file: entry.name.clone(),
+            reason: "does not match its sha256 (corrupt)".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

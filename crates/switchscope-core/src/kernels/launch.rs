@@ -1,0 +1,194 @@
+//! The sparse layer's feed-forward and the router's decision, launched on burn tensors.
+
+// Buffers are bound to kernels with their lengths (CubeCL's `BufferArg::from_raw_parts`, an
+// `unsafe` function: a wrong length could let a kernel read or write out of bounds). Every
+// length below is the length of the buffer the handle was created with, and every kernel
+// bounds its indices by the sizes it is given.
+#![allow(unsafe_code)]
+
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation};
+use cubecl::prelude::*;
+
+use super::gpu::{FUSED_MAX_TOKENS, Gpu};
+use super::quant_matrix::{Io, QuantExpert, QuantMatrix};
+use super::router::{self, route_kernel};
+use crate::CoreError;
+
+/// The tokens one expert processes: their rows in the layer's input and routing weights.
+#[derive(Debug, Clone, Copy)]
+pub struct Assignment<'a> {
+    pub expert: &'a QuantExpert,
+    pub rows: &'a [u32],
+    pub weights: &'a [f32],
+}
+
+/// The sparse layer's feed-forward on the GPU: for every assignment, its expert's
+/// `weight · wo · relu(wi · x)` on its rows, written to those rows of the output; rows no
+/// expert took (dropped by capacity) are zero.
+///
+/// # Shapes
+/// - `x`: `[tokens, d_model]` → same
+///
+/// # Errors
+/// [`CoreError::Execution`] when `x` is not an f32 tensor on this GPU,
+/// [`CoreError::Input`] when an expert's shapes do not fit `x`.
+pub fn sparse_ffn(
+    gpu: &Gpu,
+    x: Tensor<2>,
+    assignments: &[Assignment<'_>],
+) -> Result<Tensor<2>, CoreError> {
+    let [tokens, d_model] = x.dims();
+    for a in assignments {
+        let n = a.rows.len();
+        let [d_ff, d_in] = a.expert.wi.shape();
+        if d_in != d_model || a.expert.wo.shape() != [d_model, d_ff] || a.weights.len() != n {
+            return Err(CoreError::Input(format!(
+                "expert of shapes {:?} and {:?} for {n} rows of width {d_model}",
+                a.expert.wi.shape(),
+                a.expert.wo.shape()
+            )));
+        }
+        if let Some(&bad) = a.rows.iter().find(|&&r| r as usize >= tokens) {
+            return Err(CoreError::Input(format!(
+                "row {bad} of an input with {tokens} rows"
+            )));
+        }
+    }
+    let device = x.device();
+    let (x_handle, x_len) = gpu.buffer(x.clone())?;
+    // rows no expert writes (dropped tokens) must read 0; when every row is written, as in
+    // most decode steps, the zero fill is skipped
+    let mut written = vec![false; tokens];
+    for a in assignments {
+        for &r in a.rows {
+            written[r as usize] = true;
+        }
+    }
+    let covered = written.iter().all(|&w| w)
+        && assignments.iter().map(|a| a.rows.len()).sum::<usize>() == tokens;
+    let out = if covered {
+        gpu.client.empty(tokens * d_model * 4)
+    } else {
+        gpu.zeros(tokens * d_model)
+    };
+    // few tokens: the fused kernel on the packed weights, straight into `out`
+    for a in assignments
+        .iter()
+        .filter(|a| (1..=FUSED_MAX_TOKENS).contains(&a.rows.len()))
+    {
+        let n = a.rows.len();
+        let d_ff = a.expert.wi.shape()[0];
+        // rows 0..n need no index list, one row no list of scales (a decode step: no upload)
+        let identity = a.rows.iter().zip(0u32..).all(|(&r, i)| r == i);
+        let rows = (!identity).then(|| gpu.upload(a.rows));
+        let weights = (n > 1).then(|| gpu.upload(a.weights));
+        let h = gpu.client.empty(n * d_ff * 4);
+        let gather = Io {
+            rows_in: rows.as_ref(),
+            ..Io::default()
+        };
+        let scatter = Io {
+            row_scale: weights.as_ref(),
+            rows_out: rows.as_ref(),
+            scale_all: a.weights[0],
+            ..Io::default()
+        };
+        a.expert.wi.launch(
+            gpu,
+            (&x_handle, x_len),
+            n,
+            gather,
+            (&h, n * d_ff, d_ff),
+            true,
+        );
+        a.expert.wo.launch(
+            gpu,
+            (&h, n * d_ff),
+            n,
+            scatter,
+            (&out, tokens * d_model, d_model),
+            false,
+        );
+    }
+    let mut out = gpu.tensor(out, [tokens, d_model]);
+    // many tokens: a transient f32 copy of the expert and burn's matmul, scattered with burn
+    for a in assignments
+        .iter()
+        .filter(|a| a.rows.len() > FUSED_MAX_TOKENS)
+    {
+        let n = a.rows.len();
+        let index: Vec<i64> = a.rows.iter().map(|&r| i64::from(r)).collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
+        let scale = Tensor::<2>::from_data(TensorData::new(a.weights.to_vec(), [n, 1]), &device);
+        let picked = x.clone().select(0, index.clone());
+        let h = activation::relu(picked.matmul(a.expert.wi.dequantize(gpu).transpose()));
+        let y = h.matmul(a.expert.wo.dequantize(gpu).transpose()) * scale;
+        out = out.select_assign(0, index, y, IndexingUpdateOp::Assign);
+    }
+    Ok(out)
+}
+
+/// A single product `x · Wᵀ` on the GPU (the kernel alone, for tests and benchmarks).
+///
+/// # Shapes
+/// - `x`: `[n, cols]` → `[n, rows]`
+///
+/// # Errors
+/// As [`sparse_ffn`].
+pub fn quant_matmul(
+    gpu: &Gpu,
+    x: Tensor<2>,
+    w: &QuantMatrix,
+    relu: bool,
+) -> Result<Tensor<2>, CoreError> {
+    let [n, k] = x.dims();
+    if k != w.cols {
+        return Err(CoreError::Input(format!(
+            "{n}×{k} input for a {}×{} matrix",
+            w.rows, w.cols
+        )));
+    }
+    let (x, x_len) = gpu.buffer(x)?;
+    let out = gpu.client.empty((n * w.rows).max(1) * 4);
+    if n > 0 {
+        w.launch(
+            gpu,
+            (&x, x_len),
+            n,
+            Io::default(),
+            (&out, n * w.rows, w.rows),
+            relu,
+        );
+    }
+    Ok(gpu.tensor(out, [n, w.rows]))
+}
+
+/// The router's decision (see [`router`](super::router)) for `logits` `[batch · seq, experts]`:
+/// `[batch · seq, experts + 2]` (probabilities, chosen expert, position in that expert).
+///
+/// # Errors
+/// [`CoreError::Input`] for sequences longer than [`router::MAX_SEQ`];
+/// [`CoreError::Execution`] when `logits` is not an f32 tensor on this GPU.
+pub fn route(gpu: &Gpu, logits: Tensor<2>, seq: usize) -> Result<Tensor<2>, CoreError> {
+    let [rows, experts] = logits.dims();
+    if seq == 0 || seq > router::MAX_SEQ as usize || rows % seq != 0 {
+        return Err(CoreError::Input(format!(
+            "the router kernel takes sequences of 1 to {} tokens ({rows} rows in sequences of {seq})",
+            router::MAX_SEQ
+        )));
+    }
+    let (l, l_len) = gpu.buffer(logits)?;
+    let out_len = rows * (experts + 2);
+    let out = gpu.client.empty(out_len * 4);
+    route_kernel::launch(
+        &gpu.client,
+        CubeCount::Static((rows / seq) as u32, 1, 1),
+        CubeDim::new_1d(router::UNITS),
+        // SAFETY: the lengths are the buffers' element counts.
+        unsafe { BufferArg::from_raw_parts(l, l_len) },
+        unsafe { BufferArg::from_raw_parts(out.clone(), out_len) },
+        seq as u32,
+        experts as u32,
+    );
+    Ok(gpu.tensor(out, [rows, experts + 2]))
+}
