@@ -9,6 +9,8 @@
 #
 # MINUTES: stop (with a checkpoint) after this many minutes of this stretch (default: run to the end).
 # Environment: THREADS (torch threads, default 2), RUN (default tools/model/work/gen2).
+# tools/model/work may be a symlink to a directory outside the checkout, so that a run outlives
+# a fresh clone (e.g. ln -sfn ~/.cache/switchscope/model-work tools/model/work).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-python3}
