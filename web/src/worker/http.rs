@@ -117,7 +117,7 @@ async fn body_with_progress(
         Vec::with_capacity(usize::try_from(total.min(expected.max(1) * 2)).unwrap_or(0));
     let mut last = 0.0;
     let report = |received: usize, total: u64| {
-        super::post(&crate::protocol::Response::Download {
+        super::reply::post(&crate::protocol::Response::Download {
             file: file.to_owned(),
             received: received as u64,
             total,

@@ -14,8 +14,9 @@ use switchscope_core::{ModelLocation, OpenOptions, Switch};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use super::device::device_for;
 use super::http::{HttpSource, fetch_text_network_first, keep_text, open_cache};
-use super::{device_for, post};
+use super::reply::post;
 use crate::gpu::now_ms;
 use crate::protocol::{
     BackendPreference, LayerRouting, ModelInfo, Response, RunSummary, Settings, ShardInfo, Stack,

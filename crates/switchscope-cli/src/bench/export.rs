@@ -9,7 +9,7 @@ use clap::Args;
 use switchscope_core::formats::converted::ConvertedDir;
 use switchscope_core::formats::tensor::TensorSource;
 
-use super::{checkpoint_names, write_checkpoint};
+use super::fixtures::{checkpoint_names, write_checkpoint};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {

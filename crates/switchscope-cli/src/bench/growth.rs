@@ -12,8 +12,9 @@ use switchscope_core::Switch;
 use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
 
+use super::fixtures::{TEXTS, random_model, random_prompts};
 use super::speed::measure;
-use super::{TEXTS, mb, random_model, random_prompts};
+use super::stats::{mb, median};
 use crate::open::open;
 
 #[derive(Debug, Args)]
@@ -84,12 +85,12 @@ fn point(m: &Switch, x: usize, ids: &[u32], args: &GrowthArgs) -> Result<Point> 
     files.sort();
     files.dedup();
     let manifest = store.manifest();
-    let encode_ms = super::median(&speed.encode_ms);
+    let encode_ms = median(&speed.encode_ms);
     Ok(Point {
         x,
         encode_ms,
         encode_ms_per_token: encode_ms / ids.len() as f64,
-        decode_ms_per_token: super::median(&speed.decode_ms) / args.new_tokens as f64,
+        decode_ms_per_token: median(&speed.decode_ms) / args.new_tokens as f64,
         experts_fetched: files.len(),
         bytes_fetched: speed.expert_bytes_fetched.unwrap_or(0),
         expert_bytes_total: manifest

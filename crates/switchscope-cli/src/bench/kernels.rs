@@ -28,7 +28,7 @@ use switchscope_core::runtime::generate::SplitMix64;
 use switchscope_core::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
 use switchscope_core::tensor::{Device, Tensor, TensorData, activation};
 
-use super::median;
+use super::stats::median;
 
 #[derive(Debug, Args)]
 pub struct KernelsArgs {

@@ -15,22 +15,19 @@
 //!   convert at real scale and measure the converter's time and memory).
 
 mod export;
+mod fixtures;
 mod growth;
 mod kernels;
 mod shards;
 mod speed;
-
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod stats;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use switchscope_core::formats::convert::{ConvertOptions, convert};
-use switchscope_core::formats::quant::Scheme;
-use switchscope_core::formats::safetensors::{OutTensor, serialize, write_file};
-use switchscope_core::formats::shard::{dense_tensors, expert_prefix};
-use switchscope_core::model::{StackKind, SwitchConfig};
-use switchscope_core::runtime::generate::SplitMix64;
+use switchscope_core::model::SwitchConfig;
+
+pub use fixtures::TEXTS;
+use fixtures::random_checkpoint;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -80,218 +77,5 @@ pub fn run(command: BenchCommand) -> Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-/// A fixed text set: English prose, Spanish, code, numbers.
-pub const TEXTS: [&str; 8] = [
-    "The ship sailed out of the harbour at dawn, and the <extra_id_0> watched from the shore.",
-    "In the beginning was the word, and the word was <extra_id_0> with the people.",
-    "Y dijo Dios: sea la luz; y fue la <extra_id_0>. Y vio Dios que la luz era buena.",
-    "def mean(values):\n    return sum(values) / <extra_id_0>(values)",
-    "for i in range(10):\n    print(i * <extra_id_0>)",
-    "The budget rose from 1,250 million in 1998 to 3,480 million in <extra_id_0>.",
-    "Congress shall make no law respecting an establishment of <extra_id_0>.",
-    "Le système de paquets Debian <extra_id_0> les dépendances entre logiciels.",
-];
-
-/// Random values with standard deviation about `scale` (sum of uniforms).
-fn random_values(rng: &mut SplitMix64, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let s: f64 = (0..4).map(|_| rng.next_f64() - 0.5).sum();
-            (s * 1.732) as f32 * scale
-        })
-        .collect()
-}
-
-/// Every tensor name a config implies, with its shape: the dense ones, then each expert's.
-fn checkpoint_names(config: &SwitchConfig) -> Vec<(String, Vec<usize>)> {
-    let mut names = dense_tensors(config);
-    for stack in [StackKind::Encoder, StackKind::Decoder] {
-        for block in config.sparse_blocks(stack) {
-            for e in 0..config.num_experts {
-                let p = expert_prefix(stack, block, e);
-                names.push((format!("{p}.wi.weight"), vec![config.d_ff, config.d_model]));
-                names.push((format!("{p}.wo.weight"), vec![config.d_model, config.d_ff]));
-            }
-        }
-    }
-    names
-}
-
-/// The values of a named tensor of a given shape.
-type Values<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
-
-/// Writes `config_text` and one f32 tensor per name (values from `values`), one safetensors
-/// file per 64 M values (with an index when more than one), as transformers writes them.
-fn write_checkpoint(
-    config_text: &str,
-    out: &Path,
-    names: Vec<(String, Vec<usize>)>,
-    values: &mut Values<'_>,
-) -> Result<()> {
-    std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("config.json"), config_text)?;
-    let mut files: Vec<Vec<OutTensor>> = vec![Vec::new()];
-    let mut in_file = 0usize;
-    for (name, shape) in names {
-        let n: usize = shape.iter().product();
-        if in_file + n > 64 << 20 && !files.last().expect("one").is_empty() {
-            files.push(Vec::new());
-            in_file = 0;
-        }
-        in_file += n;
-        let data = values(&name, &shape)?;
-        anyhow::ensure!(
-            data.len() == n,
-            "{name}: {} values for shape {shape:?}",
-            data.len()
-        );
-        files.last_mut().expect("one").push(OutTensor {
-            name,
-            dtype: "F32",
-            shape,
-            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        });
-    }
-    let metadata = BTreeMap::from([("format".to_owned(), "pt".to_owned())]);
-    if files.len() == 1 {
-        write_file(
-            &out.join("model.safetensors"),
-            &serialize(&files[0], &metadata),
-        )?;
-        return Ok(());
-    }
-    let mut weight_map = serde_json::Map::new();
-    let count = files.len();
-    for (i, tensors) in files.iter().enumerate() {
-        let name = format!("model-{:05}-of-{count:05}.safetensors", i + 1);
-        for t in tensors {
-            weight_map.insert(t.name.clone(), serde_json::Value::String(name.clone()));
-        }
-        write_file(&out.join(&name), &serialize(tensors, &metadata))?;
-    }
-    let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
-    std::fs::write(
-        out.join("model.safetensors.index.json"),
-        serde_json::to_string_pretty(&index)?,
-    )?;
-    Ok(())
-}
-
-/// Writes `config_text` and random weights for every tensor the config implies.
-fn random_checkpoint(
-    config: &SwitchConfig,
-    config_text: &str,
-    out: &Path,
-    seed: u64,
-) -> Result<()> {
-    let mut rng = SplitMix64::new(seed);
-    write_checkpoint(
-        config_text,
-        out,
-        checkpoint_names(config),
-        &mut |name, shape| {
-            let n = shape.iter().product();
-            Ok(if name.ends_with("layer_norm.weight") {
-                vec![1.0; n]
-            } else {
-                random_values(&mut rng, n, 0.05)
-            })
-        },
-    )
-}
-
-/// A model's Hugging Face config: `experts` experts in every other block of `layers` encoder
-/// and `layers` decoder blocks, width `d_model`, `d_ff` (heads of 64, or 16 below 256).
-fn random_config(
-    experts: usize,
-    d_model: usize,
-    d_ff: usize,
-    layers: usize,
-    vocab: usize,
-) -> String {
-    let d_kv = if d_model >= 256 { 64 } else { 16 };
-    serde_json::json!({
-        "architectures": ["SwitchTransformersForConditionalGeneration"],
-        "model_type": "switch_transformers",
-        "vocab_size": vocab, "d_model": d_model, "d_ff": d_ff, "d_kv": d_kv,
-        "num_heads": d_model / d_kv,
-        "num_layers": layers, "num_decoder_layers": layers,
-        "num_sparse_encoder_layers": layers / 2, "num_sparse_decoder_layers": layers / 2,
-        "encoder_sparse_step": 2, "decoder_sparse_step": 2,
-        "num_experts": experts, "expert_capacity": 64,
-        "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
-        "dense_act_fn": "relu", "tie_word_embeddings": true, "router_bias": false,
-        "pad_token_id": 0, "eos_token_id": 1, "decoder_start_token_id": 0
-    })
-    .to_string()
-}
-
-/// A random model with `experts` experts per sparse layer (4 + 4 blocks, every other one
-/// sparse), converted to int8 experts in `work/random-{experts}`; the checkpoint is removed.
-fn random_model(
-    work: &Path,
-    experts: usize,
-    d_model: usize,
-    d_ff: usize,
-    vocab: usize,
-) -> Result<PathBuf> {
-    let text = random_config(experts, d_model, d_ff, 4, vocab);
-    let config = SwitchConfig::from_json(&text)?;
-    let hf = work.join(format!("random-{experts}-hf"));
-    let out = work.join(format!("random-{experts}"));
-    random_checkpoint(&config, &text, &hf, experts as u64)?;
-    convert(
-        &hf,
-        &out,
-        &ConvertOptions {
-            experts: Scheme::Int8,
-            ..ConvertOptions::default()
-        },
-        &mut |_, _, _| {},
-    )?;
-    std::fs::remove_dir_all(&hf)?;
-    Ok(out)
-}
-
-/// `count` random prompts of `len` ids from `[3, vocab)` followed by EOS (fixed seed).
-fn random_prompts(vocab: u32, count: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut rng = SplitMix64::new(seed);
-    (0..count)
-        .map(|_| {
-            (0..len)
-                .map(|_| 3 + (rng.next_u64() % u64::from(vocab - 3)) as u32)
-                .chain([1])
-                .collect()
-        })
-        .collect()
-}
-
-/// The median (mean of the two middle values for an even count); NaN when empty.
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.2}", bytes as f64 / 1e6)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_of_odd_and_even_counts() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
-        assert!(median(&[]).is_nan());
     }
 }

@@ -13,7 +13,8 @@ use switchscope_core::tokenizer::Tokenizer;
 use switchscope_core::wire::StoreStats;
 use switchscope_core::{OpenOptions, Switch};
 
-use super::{TEXTS, mb, random_model, random_prompts};
+use super::fixtures::{TEXTS, random_model, random_prompts};
+use super::stats::mb;
 
 #[derive(Debug, Args)]
 pub struct ShardsArgs {

@@ -19,7 +19,8 @@ use switchscope_core::model::{RunOptions, TokenBatch};
 use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
 
-use super::{median, random_prompts};
+use super::fixtures::random_prompts;
+use super::stats::median;
 use crate::open::open;
 
 #[derive(Debug, Args)]
