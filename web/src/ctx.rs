@@ -123,7 +123,9 @@ impl Ctx {
                 .map(|t| encoded.ids.iter().map(|&id| t.piece(id)).collect())
                 .unwrap_or_default()
         });
+        let run = state.trace.with_untracked(|t| t.run) + 1;
         state.trace.set(crate::state::Trace {
+            run,
             prompt,
             input_ids: encoded.ids.clone(),
             input_pieces: pieces,

@@ -25,6 +25,9 @@ pub const KEPT_PARAMETERS: [&str; 5] = ["model", "backend", "theme", "panels", "
 /// The routing of one run: tokens and, per sparse layer, the router's decisions.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Trace {
+    /// Which run this is (counted from 1 by the page): what the grid's cells are keyed by, with
+    /// the token.
+    pub run: u64,
     pub prompt: String,
     pub input_ids: Vec<u32>,
     pub input_pieces: Vec<String>,

@@ -124,12 +124,28 @@ impl AppState {
         }
     }
 
-    /// The layers to draw: the what-if's when one is shown, else the run's.
+    /// The layers to draw, copied (for exports): the what-if's when one is shown, else the
+    /// run's.
     pub fn shown_layers(&self) -> Vec<LayerRouting> {
-        if let Some((_, layers)) = self.what_if.get() {
-            return layers;
-        }
-        self.trace.with(|t| t.layers().cloned().collect())
+        self.with_shown_layers(|layers| layers.iter().map(|&l| l.clone()).collect())
+    }
+
+    /// `f` of the layers to draw, borrowed (no copy of the trace), tracking what they come from.
+    pub fn with_shown_layers<R>(&self, f: impl FnOnce(&[&LayerRouting]) -> R) -> R {
+        self.what_if.with(|w| match w {
+            Some((_, layers)) => f(&layers.iter().collect::<Vec<_>>()),
+            None => self.trace.with(|t| f(&t.layers().collect::<Vec<_>>())),
+        })
+    }
+
+    /// [`Self::with_shown_layers`] without tracking.
+    pub fn with_shown_layers_untracked<R>(&self, f: impl FnOnce(&[&LayerRouting]) -> R) -> R {
+        self.what_if.with_untracked(|w| match w {
+            Some((_, layers)) => f(&layers.iter().collect::<Vec<_>>()),
+            None => self
+                .trace
+                .with_untracked(|t| f(&t.layers().collect::<Vec<_>>())),
+        })
     }
 
     /// Sets up the shard cells of a freshly loaded model.

@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use super::palette::expert_colour;
 use crate::ctx::Ctx;
+use crate::protocol::Stack;
 use crate::state::Status;
 
 pub use crate::page::{balance_loss, load};
@@ -17,15 +18,29 @@ pub fn ExpertLoad() -> impl IntoView {
         let experts = state
             .model
             .with(|m| m.as_ref().map_or(0, |m| m.num_experts));
-        state
-            .shown_layers()
+        // Per layer, what its row shows (no copy of the routing).
+        let summaries: Vec<(Stack, usize, Vec<usize>, usize, usize, f64)> = state
+            .with_shown_layers(|layers| {
+                layers
+                    .iter()
+                    .map(|&route| {
+                        (
+                            route.stack,
+                            route.block,
+                            load(route, experts),
+                            route.expert.iter().filter(|&&e| e < 0).count(),
+                            route.capacity,
+                            balance_loss(route, experts),
+                        )
+                    })
+                    .collect()
+            });
+        summaries
             .into_iter()
-            .map(|route| {
-                let counts = load(&route, experts);
-                let dropped = route.expert.iter().filter(|&&e| e < 0).count();
-                let most = counts.iter().copied().max().unwrap_or(0).max(route.capacity).max(1);
+            .map(|(stack, block, counts, dropped, capacity, balance)| {
+                let most = counts.iter().copied().max().unwrap_or(0).max(capacity).max(1);
                 // Capacity matters where a layer routes a whole sequence at once (the encoder).
-                let show_capacity = route.stack == crate::protocol::Stack::Encoder;
+                let show_capacity = stack == Stack::Encoder;
                 let bars = counts
                     .iter()
                     .enumerate()
@@ -39,12 +54,12 @@ pub fn ExpertLoad() -> impl IntoView {
                         }
                     })
                     .collect_view();
-                let cap_y = 42.0 - 40.0 * route.capacity as f64 / most as f64;
+                let cap_y = 42.0 - 40.0 * capacity as f64 / most as f64;
                 let width = experts as f64 * 14.0;
                 view! {
                     <div class="detail-row" data-testid="expert-load"
-                        data-stack=route.stack.as_str() data-block=route.block>
-                        <span class="layer-label">{format!("{} {}", route.stack.as_str(), route.block)}</span>
+                        data-stack=stack.as_str() data-block=block>
+                        <span class="layer-label">{format!("{} {block}", stack.as_str())}</span>
                         <svg width=width height="44" role="img"
                             aria-label=format!("tokens per expert: {counts:?}")>
                             {bars}
@@ -53,8 +68,8 @@ pub fn ExpertLoad() -> impl IntoView {
                             })}
                         </svg>
                         <span>
-                            {format!("balance loss {:.2}", balance_loss(&route, experts))}
-                            {show_capacity.then(|| format!(" · capacity {} · dropped {dropped}", route.capacity))}
+                            {format!("balance loss {balance:.2}")}
+                            {show_capacity.then(|| format!(" · capacity {capacity} · dropped {dropped}"))}
                         </span>
                     </div>
                 }
