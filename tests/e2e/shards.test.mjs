@@ -98,9 +98,17 @@ test('with a small expert budget the shard panel shows fetching, resident, evict
     assert.ok(Number(await resident.getAttribute('data-bytes')) <= peak);
     const requests = (await page.getByTestId('performance').innerText()).match(/(\d+) \((\d+) hits, (\d+) fetches, (\d+) evictions\)/);
     assert.ok(requests, 'the performance panel counts expert requests');
-    const [, , , fetches, evictions] = requests.map(Number);
+    const [, total_requests, hits, fetches, evictions] = requests.map(Number);
     assert.ok(fetches >= fetched.length, `${fetches} fetches, ${fetched.length} over the network`);
     assert.ok(evictions >= count('evicted') && evictions > 0);
+    // The shard panel's live hit rate counted, event by event, what the store counted.
+    const cache = page.getByTestId('cache-hit-rate');
+    assert.equal(Number(await cache.getAttribute('data-requests')), total_requests);
+    assert.equal(Number(await cache.getAttribute('data-hits')), hits);
+    assert.match(
+      await cache.innerText(),
+      new RegExp(`^Expert cache \\(stale-lfu\\+pins\\): ${hits} of ${total_requests} requests found their expert resident \\(\\d+ % hit rate\\)$`),
+    );
     await screenshot(page, 'shards-budget');
 
     // Loaded again (a new budget): what was fetched is now in the browser's cache, nothing

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::protocol::{LayerRouting, Response, Sampling, Settings, Stack};
+use crate::protocol::{LayerRouting, Response, Sampling, Settings, ShardEventKind, Stack};
 
 /// The most tokens one run may generate.
 pub const MAX_NEW_TOKENS: usize = 256;
@@ -378,4 +378,40 @@ pub fn device_lost_message(reason: &str, message: &str, running: bool) -> String
             ""
         }
     )
+}
+
+/// Demand requests to the expert store and how many found their expert resident, counted from
+/// the shard events as they arrive (the shard panel's live hit rate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCount {
+    pub requests: u64,
+    pub hits: u64,
+}
+
+impl CacheCount {
+    /// Counts one shard event: a hit or a request that missed; other events are not requests.
+    pub fn count(&mut self, kind: &ShardEventKind) {
+        match kind {
+            ShardEventKind::Hit => {
+                self.requests += 1;
+                self.hits += 1;
+            }
+            ShardEventKind::Requested => self.requests += 1,
+            _ => {}
+        }
+    }
+
+    /// The shard panel's sentence for the store's `policy`.
+    pub fn sentence(&self, policy: &str) -> String {
+        if self.requests == 0 {
+            return format!("Expert cache ({policy}): no requests yet");
+        }
+        format!(
+            "Expert cache ({policy}): {} of {} requests found their expert resident ({:.0} % hit \
+             rate)",
+            self.hits,
+            self.requests,
+            100.0 * self.hits as f64 / self.requests as f64
+        )
+    }
 }

@@ -193,6 +193,9 @@ pub struct ModelInfo {
     pub total_bytes: u64,
     /// Device bytes of one expert once decoded (f32).
     pub expert_device_bytes: u64,
+    /// The expert store's eviction policy (e.g. `least-stale+pins`).
+    #[serde(default)]
+    pub cache_policy: String,
     /// `tokenizer.json`'s text (checked against the manifest).
     pub tokenizer_json: Option<String>,
     pub pad_token_id: u32,

@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-pub use crate::page::Trace;
+pub use crate::page::{CacheCount, Trace};
 use crate::protocol::{
     LayerRouting, ModelInfo, Origin, Response, RunSummary, Settings, ShardEvent, ShardEventKind,
     ShardInfo, Stack,
@@ -90,6 +90,9 @@ pub struct AppState {
     /// Bytes of model files that came over the network since the model was loaded (its dense
     /// weights and tokenizer included, when the browser's cache did not have them).
     pub downloaded: RwSignal<u64>,
+    /// The expert store's demand requests since the model was loaded, and how many found their
+    /// expert resident (counted from the shard events as they arrive).
+    pub cache: RwSignal<CacheCount>,
     pub summary: RwSignal<Option<RunSummary>>,
     /// The token whose router probabilities are shown: (stack, index).
     pub focus: RwSignal<Option<(Stack, usize)>>,
@@ -116,6 +119,7 @@ impl AppState {
             what_if: RwSignal::new(None),
             shards: RwSignal::new(Vec::new()),
             downloaded: RwSignal::new(0),
+            cache: RwSignal::new(CacheCount::default()),
             summary: RwSignal::new(None),
             focus: RwSignal::new(None),
             offline_progress: RwSignal::new(None),
@@ -164,10 +168,14 @@ impl AppState {
             })
             .collect();
         self.shards.set(cells);
+        self.cache.set(CacheCount::default());
         self.model.set(Some(info.clone()));
     }
 
     fn shard_event(&self, event: &ShardEvent) {
+        if matches!(event.kind, ShardEventKind::Hit | ShardEventKind::Requested) {
+            self.cache.update(|c| c.count(&event.kind));
+        }
         let cell = self.shards.with_untracked(|cells| {
             cells.iter().copied().find(|c| {
                 c.info.with_value(|i| {

@@ -1,4 +1,5 @@
-//! The benchmark plots (PNG, plotters): how time and bytes grow (`cargo xtask bench growth`).
+//! The benchmark plots (PNG, plotters): how time and bytes grow (`cargo xtask bench growth`),
+//! and the expert cache's hit rate against its budget (`cargo xtask bench shards`).
 
 use std::path::Path;
 
@@ -11,7 +12,7 @@ const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
 /// One line of a panel: a name, a colour and its points.
 struct Series {
-    name: &'static str,
+    name: String,
     color: RGBColor,
     points: Vec<(f64, f64)>,
 }
@@ -25,18 +26,19 @@ fn register_font() -> Result<()> {
         .map_err(|_| anyhow!("{FONT} is not a usable font"))
 }
 
-/// A panel with a log₂ x axis and a linear y axis from 0.
+/// A panel with a log₂ x axis (`log_x`; each point a power of two, labelled with the values)
+/// or a linear one, and a linear y axis from 0.
 fn panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     title: &str,
-    x_label: &str,
-    y_label: &str,
+    (x_label, y_label): (&str, &str),
     series: &[Series],
+    log_x: bool,
 ) -> Result<()> {
-    // The x axis is log₂ (each measured point a power of two), labelled with the values.
+    let tx = move |x: f64| if log_x { x.log2() } else { x };
     let xs = series
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0.log2()));
+        .flat_map(|s| s.points.iter().map(move |p| tx(p.0)));
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     // Headroom above the highest point for the legend.
     let y_max = series
@@ -49,25 +51,36 @@ fn panel(
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
-        .build_cartesian_2d(x_min - 0.2..x_max + 0.2, 0.0..y_max.max(1e-9))
+        .build_cartesian_2d(
+            if log_x {
+                x_min - 0.2..x_max + 0.2
+            } else {
+                0.0..x_max
+            },
+            0.0..y_max.max(1e-9),
+        )
         .map_err(|e| anyhow!("{e}"))?;
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
-        .x_labels((x_max - x_min) as usize + 1)
+        .x_labels(if log_x {
+            (x_max - x_min) as usize + 1
+        } else {
+            11
+        })
         .light_line_style(WHITE)
-        .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
+        .x_label_formatter(&|x| format!("{:.0}", if log_x { x.exp2() } else { *x }))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     for s in series {
         let color = s.color;
-        let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x.log2(), y)).collect();
+        let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (tx(x), y)).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
-            .label(s.name)
+            .label(s.name.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
             });
@@ -127,42 +140,92 @@ pub fn growth(data: &Value, dir: &Path) -> Result<()> {
         panel(
             &left,
             &format!("{title}: time"),
-            x_label,
-            "milliseconds",
+            (x_label, "milliseconds"),
             &[
                 Series {
-                    name: "encoder, per input token",
+                    name: "encoder, per input token".into(),
                     color: BLUE_,
                     points: points(rows, "encode_ms_per_token", 1.0),
                 },
                 Series {
-                    name: "decoder, per generated token",
+                    name: "decoder, per generated token".into(),
                     color: ORANGE,
                     points: points(rows, "decode_ms_per_token", 1.0),
                 },
             ],
+            true,
         )?;
         panel(
             &right,
             &format!("{title}: bytes"),
-            x_label,
-            "MB",
+            (x_label, "MB"),
             &[
                 Series {
-                    name: "expert bytes fetched (input and decoded tokens)",
+                    name: "expert bytes fetched (input and decoded tokens)".into(),
                     color: GREEN_,
                     points: points(rows, "bytes_fetched", 1e-6),
                 },
                 Series {
-                    name: "all expert bytes",
+                    name: "all expert bytes".into(),
                     color: GREY,
                     points: points(rows, "expert_bytes_total", 1e-6),
                 },
             ],
+            true,
         )?;
         root.present().map_err(|e| anyhow!("{e}"))?;
         eprintln!("xtask: wrote {}", path.display());
     }
+    Ok(())
+}
+
+const LINES: [RGBColor; 9] = [
+    BLACK,
+    BLUE_,
+    ORANGE,
+    GREEN_,
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+];
+
+/// Writes `cache-policies.png` into `dir` from `bench shards`' JSON: hit rate against budget,
+/// one line per policy plus the optimum.
+pub fn cache(data: &Value, dir: &Path) -> Result<()> {
+    register_font()?;
+    let plot = &data["plot"];
+    let series: Vec<Series> = plot["series"]
+        .as_array()
+        .context("bench shards' JSON has no plot series")?
+        .iter()
+        .zip(LINES.iter().cycle())
+        .map(|(s, &color)| Series {
+            name: s["name"].as_str().unwrap_or("?").to_owned(),
+            color,
+            points: points(&s["points"], "hit_rate", 100.0),
+        })
+        .collect();
+    let path = dir.join("cache-policies.png");
+    let root = BitMapBackend::new(&path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    let title = format!(
+        "Expert cache hit rate against budget ({}, one session)",
+        plot["model"].as_str().unwrap_or("?")
+    );
+    panel(
+        &root,
+        &title,
+        (
+            "budget (% of all experts, one shared budget)",
+            "hit rate (%)",
+        ),
+        &series,
+        false,
+    )?;
+    root.present().map_err(|e| anyhow!("{e}"))?;
+    eprintln!("xtask: wrote {}", path.display());
     Ok(())
 }
 
@@ -190,6 +253,23 @@ mod tests {
             assert_eq!(&bytes[1..4], b"PNG", "{name}");
             assert!(bytes.len() > 10_000, "{name} has {} bytes", bytes.len());
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The cache plot is a PNG file from `bench shards`' JSON.
+    #[test]
+    fn the_cache_plot_is_a_png_file() {
+        let line = |name: &str, rate: f64| {
+            serde_json::json!({ "name": name, "points": [
+                { "x": 10, "hit_rate": rate }, { "x": 50, "hit_rate": rate * 2.0 }] })
+        };
+        let data = serde_json::json!({ "plot": { "model": "m",
+            "series": [line("optimum", 0.4), line("lru", 0.2)] } });
+        let dir = std::env::temp_dir().join(format!("switchscope-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        cache(&data, &dir).unwrap();
+        let bytes = std::fs::read(dir.join("cache-policies.png")).unwrap();
+        assert_eq!(&bytes[1..4], b"PNG");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -61,6 +61,13 @@ pub fn ShardPanel() -> impl IntoView {
             count(ShardState::Failed),
         ))
     };
+    let cache = move || {
+        let policy = state
+            .model
+            .with(|m| m.as_ref().map(|m| m.cache_policy.clone()))
+            .unwrap_or_default();
+        state.cache.get().sentence(&policy)
+    };
     view! {
         <section class="panel" aria-labelledby="shards-title">
             <h2 id="shards-title">"Expert shards"</h2>
@@ -82,6 +89,8 @@ pub fn ShardPanel() -> impl IntoView {
                     {format!(" Downloading {file}: {:.1} of {:.1} kB", received as f64 / 1e3, total as f64 / 1e3)}
                 </p>
             })}
+            <p data-testid="cache-hit-rate" data-hits=move || state.cache.get().hits
+                data-requests=move || state.cache.get().requests>{cache}</p>
             <div data-testid="shard-panel" class="shard-panel">{rows}</div>
         </section>
     }

@@ -130,7 +130,9 @@ pub async fn load(
         listener: Some(Arc::new(on_shard_event)),
         // on WebGPU, experts stay int8/int4 and run on our kernels
         generic_experts: false,
+        ..StoreOptions::default()
     };
+    let options_policy = options.policy;
     SESSION.set(None);
     let at = ModelLocation::Source {
         manifest: Box::new(manifest),
@@ -176,6 +178,7 @@ pub async fn load(
         downloaded_bytes: crate::worker::http::network_bytes() - network_before,
         total_bytes,
         expert_device_bytes: (2 * config.d_model * config.d_ff * 4) as u64,
+        cache_policy: options_policy.to_string(),
         tokenizer_json,
         pad_token_id: config.pad_token_id,
         eos_token_id: config.eos_token_id,

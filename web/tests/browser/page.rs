@@ -424,3 +424,31 @@ fn the_lost_device_banner_reads_as_one_sentence() {
     );
     assert!(!m.contains("  ") && !m.contains('\n'), "{m:?}");
 }
+
+#[wasm_bindgen_test]
+fn the_cache_hit_rate_counts_demand_requests_only() {
+    use switchscope_web::protocol::{Origin, ShardEventKind};
+    let mut count = page::CacheCount::default();
+    assert_eq!(count.sentence("lru"), "Expert cache (lru): no requests yet");
+    for kind in [
+        ShardEventKind::Requested,
+        ShardEventKind::Prefetching,
+        ShardEventKind::Fetched {
+            bytes: 10,
+            origin: Origin::Network,
+            prefetched: false,
+            ms: 1.0,
+        },
+        ShardEventKind::Hit,
+        ShardEventKind::Hit,
+        ShardEventKind::Evicted { resident_bytes: 0 },
+        ShardEventKind::Requested,
+    ] {
+        count.count(&kind);
+    }
+    assert_eq!((count.hits, count.requests), (2, 4));
+    assert_eq!(
+        count.sentence("least-stale+pins"),
+        "Expert cache (least-stale+pins): 2 of 4 requests found their expert resident (50 % hit rate)"
+    );
+}

@@ -243,9 +243,17 @@ impl Bench {
     }
 
     fn shards(&mut self) -> Result<()> {
-        let tables = stdout_of(self.cli().args(["bench", "shards", "--model", MODEL]))?;
-        self.report
-            .push(format!("## 3. Bytes and caching\n\n{tables}"));
+        let json = self.out.join("shards.json");
+        let tables = stdout_of(
+            self.cli()
+                .args(["bench", "shards", "--model", MODEL])
+                .arg("--json-out")
+                .arg(&json),
+        )?;
+        plot::cache(&read_json(&json)?, &plots_dir()?)?;
+        self.report.push(format!(
+            "## 3. Bytes and caching\n\n{tables}\n![Hit rate against budget](bench/cache-policies.png)\n"
+        ));
         Ok(())
     }
 
@@ -258,13 +266,21 @@ impl Bench {
                 .arg("--json-out")
                 .arg(&json),
         )?;
-        let data: Value = serde_json::from_str(&std::fs::read_to_string(&json)?)?;
-        let plots = root().join("docs/bench");
-        std::fs::create_dir_all(&plots)?;
-        plot::growth(&data, &plots)?;
+        plot::growth(&read_json(&json)?, &plots_dir()?)?;
         self.report.push(format!(
             "## 4. Cost growth\n\n{tables}Plots: docs/bench/growth-length.png, docs/bench/growth-experts.png\n"
         ));
         Ok(())
     }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    Ok(serde_json::from_str(&std::fs::read_to_string(path)?)?)
+}
+
+/// `docs/bench/`, where the plots go (created).
+fn plots_dir() -> Result<PathBuf> {
+    let dir = root().join("docs/bench");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use switchscope_core::formats::convert::{ConvertOptions, convert};
+use switchscope_core::formats::converted::ConvertedDir;
 use switchscope_core::formats::quant::Scheme;
 use switchscope_core::formats::safetensors::{OutTensor, serialize, write_file};
 use switchscope_core::formats::shard::{dense_tensors, expert_prefix};
+use switchscope_core::formats::tensor::TensorSource;
 use switchscope_core::model::{StackKind, SwitchConfig};
 use switchscope_core::runtime::generate::SplitMix64;
 
@@ -22,6 +24,27 @@ pub const TEXTS: [&str; 8] = [
     "The budget rose from 1,250 million in 1998 to 3,480 million in <extra_id_0>.",
     "Congress shall make no law respecting an establishment of <extra_id_0>.",
     "Le système de paquets Debian <extra_id_0> les dépendances entre logiciels.",
+];
+
+/// A session's prompts for the expert cache: the fixed text set, then the default model's tasks
+/// (translation both ways, modernizing, filling in) and the page's default prompt, one after
+/// another in one store.
+pub const SESSION: [&str; 15] = [
+    TEXTS[0],
+    TEXTS[1],
+    TEXTS[2],
+    TEXTS[3],
+    TEXTS[4],
+    TEXTS[5],
+    TEXTS[6],
+    TEXTS[7],
+    "translate English to Spanish: And God said, Let there be light: and there was light.",
+    "translate Spanish to English: En el principio creó Dios los cielos y la tierra.",
+    "modernize: And the earth was without form, and void; and darkness was upon the face of the deep.",
+    "translate English to Spanish: Blessed are the meek: for they shall inherit the earth.",
+    "translate Spanish to English: Y llamó Dios á la luz Día, y á las tinieblas llamó Noche.",
+    "Fellow-Citizens of the Senate and of the House of <extra_id_0>:",
+    "modernize: Thou shalt love thy neighbour as thyself.",
 ];
 
 /// Random values with standard deviation about `scale` (sum of uniforms).
@@ -172,16 +195,7 @@ pub(super) fn random_model(
     let hf = work.join(format!("random-{experts}-hf"));
     let out = work.join(format!("random-{experts}"));
     random_checkpoint(&config, &text, &hf, experts as u64)?;
-    convert(
-        &hf,
-        &out,
-        &ConvertOptions {
-            experts: Scheme::Int8,
-            ..ConvertOptions::default()
-        },
-        &mut |_, _, _| {},
-    )?;
-    std::fs::remove_dir_all(&hf)?;
+    int8_from(&hf, &out)?;
     Ok(out)
 }
 
@@ -196,4 +210,90 @@ pub(super) fn random_prompts(vocab: u32, count: usize, len: usize, seed: u64) ->
                 .collect()
         })
         .collect()
+}
+
+/// The converted model at `model` upcycled: each expert duplicated into `k` (weights plus noise
+/// of `noise / 10` times their RMS), each router row too (plus `noise` times its RMS), so that the copies split what the
+/// original expert received along directions of the hidden state: a model with `k` times the
+/// experts whose routing keeps the original's structure. Written to `work/upcycled-{k}` with
+/// int8 experts (the checkpoint is removed); the tokenizer is the original's.
+pub(super) fn upcycled_model(work: &Path, model: &Path, k: usize, noise: f32) -> Result<PathBuf> {
+    let mut source = ConvertedDir::open(model)?;
+    let mut config = source.manifest.config.clone();
+    let original = config.num_experts;
+    config.num_experts *= k;
+    let mut json = serde_json::to_value(&config)?;
+    if let Some(object) = json.as_object_mut() {
+        object.insert(
+            "architectures".into(),
+            serde_json::json!(["SwitchTransformersForConditionalGeneration"]),
+        );
+        object.insert("model_type".into(), "switch_transformers".into());
+    }
+    let hf = work.join(format!("upcycled-{k}-hf"));
+    let out = work.join(format!("upcycled-{k}"));
+    let _ = std::fs::remove_dir_all(&hf);
+    let mut rng = SplitMix64::new(k as u64);
+    // new expert e is a copy of the original's expert e / k
+    let noisy = |rng: &mut SplitMix64, values: Vec<f32>, scale: f32| {
+        let rms = (values.iter().map(|v| v * v).sum::<f32>() / values.len().max(1) as f32).sqrt();
+        let n = random_values(rng, values.len(), scale * rms);
+        values
+            .into_iter()
+            .zip(n)
+            .map(|(v, n)| v + n)
+            .collect::<Vec<f32>>()
+    };
+    write_checkpoint(
+        &serde_json::to_string_pretty(&json)?,
+        &hf,
+        checkpoint_names(&config),
+        &mut |name, shape| {
+            if name.ends_with(".router.classifier.weight") {
+                let t = source
+                    .get(name)?
+                    .with_context(|| format!("the model has no tensor {name}"))?;
+                let d_model = t.shape[1];
+                let rows: Vec<f32> = (0..original * k)
+                    .flat_map(|e| t.data[(e / k) * d_model..(e / k + 1) * d_model].to_vec())
+                    .collect();
+                return Ok(noisy(&mut rng, rows, noise));
+            }
+            let Some((prefix, rest)) = name.split_once(".experts.expert_") else {
+                let t = source
+                    .get(name)?
+                    .with_context(|| format!("the model has no tensor {name}"))?;
+                anyhow::ensure!(t.shape == shape, "{name} has shape {:?}", t.shape);
+                return Ok(t.data);
+            };
+            let (e, suffix) = rest.split_once('.').context("an expert tensor name")?;
+            let e: usize = e.parse()?;
+            let from = format!("{prefix}.experts.expert_{}.{suffix}", e / k);
+            let t = source
+                .get(&from)?
+                .with_context(|| format!("the model has no tensor {from}"))?;
+            Ok(noisy(&mut rng, t.data, noise / 10.0))
+        },
+    )?;
+    if let Some(tokenizer) = &source.manifest.tokenizer {
+        std::fs::copy(model.join(tokenizer), hf.join("tokenizer.json"))?;
+    }
+    let _ = std::fs::remove_dir_all(&out);
+    int8_from(&hf, &out)?;
+    Ok(out)
+}
+
+/// Converts the checkpoint at `hf` to int8 experts at `out`, then removes the checkpoint.
+fn int8_from(hf: &Path, out: &Path) -> Result<()> {
+    convert(
+        hf,
+        out,
+        &ConvertOptions {
+            experts: Scheme::Int8,
+            ..ConvertOptions::default()
+        },
+        &mut |_, _, _| {},
+    )?;
+    std::fs::remove_dir_all(hf)?;
+    Ok(())
 }

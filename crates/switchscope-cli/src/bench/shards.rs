@@ -1,20 +1,28 @@
-//! `bench shards`: what lazy expert loading fetches, and how an expert budget behaves.
+//! `bench shards`: what lazy expert loading fetches, and how the expert cache's policies do
+//! against the optimum under budgets (on recorded request traces, replayed by
+//! `switchscope_core::eval::cache`), with and without pre-gating prefetch.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use anyhow::Result;
 use clap::Args;
 use switchscope_core::backend::cpu_device;
+use switchscope_core::eval::cache::{
+    Budget, HitCount, optimal, per_layer_fits, prediction_accuracy, replay, replay_prefetch,
+};
 use switchscope_core::runtime::generate::GenerateOptions;
-use switchscope_core::runtime::store::StoreOptions;
+use switchscope_core::runtime::policy::{Access, Policy};
+use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
 use switchscope_core::tokenizer::Tokenizer;
 use switchscope_core::wire::StoreStats;
 use switchscope_core::{OpenOptions, Switch};
 
-use super::fixtures::{TEXTS, random_model, random_prompts};
+use super::fixtures::{SESSION, TEXTS, random_model, random_prompts, upcycled_model};
 use super::stats::mb;
+use switchscope_core::wire::ExpertId;
 
 #[derive(Debug, Args)]
 pub struct ShardsArgs {
@@ -27,9 +35,20 @@ pub struct ShardsArgs {
     /// Tokens generated per prompt.
     #[arg(long, default_value_t = 8)]
     new_tokens: usize,
-    /// Where the random models are written (a temporary directory by default).
+    /// Where the random and upcycled models are written (a temporary directory by default).
     #[arg(long)]
     work: Option<PathBuf>,
+    /// Tokens generated per prompt of the session whose trace the cache policies replay.
+    #[arg(long, default_value_t = 24)]
+    session_tokens: usize,
+    /// Also replay the session on `--model` upcycled to this many copies of each expert (a
+    /// many-expert model whose routing keeps the original's structure; 0: none).
+    #[arg(long, default_value_t = 4)]
+    upcycle: usize,
+    /// Write the hit rate against budget (the first session's model, one shared budget, every
+    /// policy and the optimum, budgets 5 % to 100 %) here as JSON, for the plot.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 /// What a prompt set cost one store.
@@ -40,19 +59,20 @@ struct Outcome {
     model_bytes: u64,
 }
 
-fn measure(
+/// Opens the converted model at `dir` on the CPU with a store made with `options`, generates
+/// `new_tokens` for each prompt in turn (one session), and returns the store.
+fn session(
     dir: &Path,
     prompts: &[Vec<u32>],
     new_tokens: usize,
     options: StoreOptions,
-) -> Result<Outcome> {
+) -> Result<Arc<ExpertStore>> {
     let device = cpu_device();
     let options = OpenOptions {
         store: options,
         ..OpenOptions::default()
     };
     let switch = pollster::block_on(Switch::open(dir, &device, options))?;
-    let store = switch.store().context("a converted model")?;
     let generate = GenerateOptions {
         max_new_tokens: new_tokens,
         ..GenerateOptions::default()
@@ -60,6 +80,16 @@ fn measure(
     for ids in prompts {
         pollster::block_on(switch.generate(ids, &generate, |_| std::future::ready(true)))?;
     }
+    Ok(switch.store().context("a converted model")?.clone())
+}
+
+fn measure(
+    dir: &Path,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    options: StoreOptions,
+) -> Result<Outcome> {
+    let store = session(dir, prompts, new_tokens, options)?;
     let manifest = store.manifest();
     let mut hit = store.loaded_files();
     hit.sort();
@@ -78,6 +108,72 @@ fn measure(
     })
 }
 
+/// A session's request trace: every demand request and pre-gating prediction, in order.
+struct Trace {
+    accesses: Vec<Access>,
+    experts: Vec<ExpertId>,
+    /// One expert's shard bytes (every expert of a model has the same shape).
+    shard_bytes: u64,
+    /// One expert's bytes on the device (f32 on the CPU).
+    device_bytes: u64,
+}
+
+fn record(dir: &Path, prompts: &[Vec<u32>], new_tokens: usize) -> Result<Trace> {
+    let options = StoreOptions {
+        record_trace: true,
+        ..StoreOptions::default()
+    };
+    let store = session(dir, prompts, new_tokens, options)?;
+    let manifest = store.manifest();
+    let shard_bytes = manifest
+        .files
+        .iter()
+        .find(|f| f.name.starts_with("experts/"))
+        .map_or(0, |f| f.bytes);
+    let c = &manifest.config;
+    Ok(Trace {
+        accesses: store.trace(),
+        experts: manifest.expert_ids(),
+        shard_bytes,
+        device_bytes: (2 * c.d_model * c.d_ff * 4) as u64,
+    })
+}
+
+/// The live store's hits on `prompts` under `policy` and a budget of `slots` experts, to check
+/// that the replay counts what the store does.
+fn live_hits(
+    dir: &Path,
+    prompts: &[Vec<u32>],
+    new_tokens: usize,
+    trace: &Trace,
+    slots: usize,
+    policy: Policy,
+) -> Result<HitCount> {
+    let o = measure(
+        dir,
+        prompts,
+        new_tokens,
+        StoreOptions {
+            budget_bytes: Some(trace.device_bytes * slots as u64),
+            policy,
+            ..StoreOptions::default()
+        },
+    )?;
+    Ok(HitCount {
+        requests: o.stats.requests,
+        hits: o.stats.hits,
+    })
+}
+
+/// Budgets as shares of all experts, and their slots.
+fn slots(share: usize, experts: usize) -> usize {
+    (experts * share / 100).max(1)
+}
+
+fn percent(count: HitCount) -> String {
+    format!("{:.1} %", 100.0 * count.rate())
+}
+
 pub fn run(args: &ShardsArgs) -> Result<()> {
     let work = args.work.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("switchscope-bench-{}", std::process::id()))
@@ -85,21 +181,41 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     let started = Instant::now();
     let mut models: Vec<(String, PathBuf, Vec<Vec<u32>>)> = Vec::new();
+    // (name, dir, the session's prompts) for the cache policies
+    let mut sessions: Vec<(String, PathBuf, Vec<Vec<u32>>)> = Vec::new();
     if let Some(dir) = &args.model {
         let tokenizer = Tokenizer::from_bytes(&std::fs::read(dir.join("tokenizer.json"))?)?;
-        let prompts = TEXTS
-            .iter()
-            .map(|t| tokenizer.encode(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        models.push((dir.display().to_string(), dir.clone(), prompts));
+        let encode = |texts: &[&str]| {
+            texts
+                .iter()
+                .map(|t| tokenizer.encode(t))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let name = dir.display().to_string();
+        models.push((name.clone(), dir.clone(), encode(&TEXTS)?));
+        let session = encode(&SESSION)?;
+        sessions.push((name.clone(), dir.clone(), session.clone()));
+        if args.upcycle > 1 {
+            std::fs::create_dir_all(&work)?;
+            let up = upcycled_model(&work, dir, args.upcycle, 0.5)?;
+            sessions.push((format!("{name} upcycled ×{}", args.upcycle), up, session));
+        }
     }
     for &experts in &args.experts {
         let out = random_model(&work, experts, 64, 256, 512)?;
+        let prompts = random_prompts(512, 8, 24, 7);
         models.push((
             format!("random, {experts} experts/layer"),
-            out,
-            random_prompts(512, 8, 24, 7),
+            out.clone(),
+            prompts.clone(),
         ));
+        if experts == 32 {
+            sessions.push((
+                format!("random, {experts} experts/layer"),
+                out,
+                random_prompts(512, 15, 24, 11),
+            ));
+        }
     }
 
     println!(
@@ -123,39 +239,149 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
         );
     }
 
-    println!("\n### Hit rate under expert budgets (same prompts; the store lives across them)\n");
+    let traces = sessions
+        .iter()
+        .map(|(name, dir, prompts)| {
+            Ok((
+                name,
+                dir,
+                prompts,
+                record(dir, prompts, args.session_tokens)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     println!(
-        "| model | budget | prefetch | requests | hit rate | fetches | evictions | prefetched | prefetch used | prefetch waste kB |"
+        "\n### Hit rate of each policy against the optimum ({} prompts in one session, {} new tokens each; demand requests, no prefetch)\n",
+        SESSION.len(),
+        args.session_tokens
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for (name, dir, prompts) in &models {
-        let n = count_experts(dir)?;
-        let text = std::fs::read_to_string(dir.join("manifest.json"))?;
-        let manifest = switchscope_core::formats::manifest::Manifest::from_json(&text)?;
-        let c = &manifest.config;
-        let per_expert = (2 * c.d_model * c.d_ff * 4) as u64;
-        for share in [25u64, 50, 100] {
-            for prefetch in [false, true] {
-                let options = StoreOptions {
-                    budget_bytes: Some(per_expert * n * share / 100),
-                    prefetch,
-                    ..StoreOptions::default()
-                };
-                let o = measure(dir, prompts, args.new_tokens, options)?;
-                let s = o.stats;
+    println!(
+        "Each cell: hit rate (its share of the optimum's hits with one shared budget). Per-layer \
+         budgets are shown where every sparse layer gets a slot.\n"
+    );
+    let names: Vec<String> = Policy::ALL.iter().map(ToString::to_string).collect();
+    println!(
+        "| model | requests | budget | layout | optimum (Belady) | {} |",
+        names.join(" | ")
+    );
+    println!("|---|---|---|---|---|{}", "---|".repeat(names.len()));
+    for (name, _, _, trace) in &traces {
+        let n = trace.experts.len();
+        for share in [10, 25, 50] {
+            let slots = slots(share, n);
+            let bound = optimal(&trace.accesses, &trace.experts, Budget::Shared(slots));
+            let mut layouts = vec![("shared", Budget::Shared(slots))];
+            if per_layer_fits(slots, &trace.experts) {
+                layouts.push(("per layer", Budget::PerLayer(slots)));
+            }
+            for (layout, budget) in layouts {
+                let best = optimal(&trace.accesses, &trace.experts, budget);
+                let cells: Vec<String> = Policy::ALL
+                    .iter()
+                    .map(|&policy| {
+                        let got = replay(&trace.accesses, &trace.experts, policy, budget);
+                        format!(
+                            "{} ({:.0} %)",
+                            percent(got),
+                            100.0 * got.hits as f64 / bound.hits.max(1) as f64
+                        )
+                    })
+                    .collect();
                 println!(
-                    "| {name} | {share} % | {} | {} | {:.1} % | {} | {} | {} | {} | {:.1} |",
-                    if prefetch { "on" } else { "off" },
-                    s.requests,
-                    100.0 * s.hits as f64 / s.requests.max(1) as f64,
-                    s.fetches,
-                    s.evictions,
-                    s.prefetches,
-                    s.prefetch_used,
-                    s.prefetch_wasted_bytes as f64 / 1e3
+                    "| {name} | {} | {share} % ({slots} of {n}) | {layout} | {} | {} |",
+                    bound.requests,
+                    percent(best),
+                    cells.join(" | ")
                 );
             }
         }
+    }
+
+    println!(
+        "\n### The live store against the replay (default policy `{}`, 25 % budget)\n",
+        Policy::default()
+    );
+    println!("| model | live store hits / requests | replayed hits / requests |");
+    println!("|---|---|---|");
+    for (name, dir, prompts, trace) in &traces {
+        let slots = slots(25, trace.experts.len());
+        let live = live_hits(
+            dir,
+            prompts,
+            args.session_tokens,
+            trace,
+            slots,
+            Policy::default(),
+        )?;
+        let replayed = replay(
+            &trace.accesses,
+            &trace.experts,
+            Policy::default(),
+            Budget::Shared(slots),
+        );
+        println!(
+            "| {name} | {} / {} | {} / {} |",
+            live.hits, live.requests, replayed.hits, replayed.requests
+        );
+        anyhow::ensure!(
+            live == replayed,
+            "the replay of {name} counts {replayed:?}, the live store {live:?}"
+        );
+    }
+
+    println!(
+        "\n### Pre-gating prefetch (default policy `{}`, one shared budget)\n",
+        Policy::default()
+    );
+    println!(
+        "| model | budget | predicted | used by that layer | fetched early | served by prefetch | wasted kB | hit rate | hit rate with prefetch |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, _, _, trace) in &traces {
+        let (predicted, used) = prediction_accuracy(&trace.accesses);
+        for share in [10, 25, 50] {
+            let slots = slots(share, trace.experts.len());
+            let p = replay_prefetch(
+                &trace.accesses,
+                &trace.experts,
+                Policy::default(),
+                Budget::Shared(slots),
+            );
+            println!(
+                "| {name} | {share} % | {predicted} | {used} ({:.1} %) | {} | {} | {:.1} | {} | {:.1} % |",
+                100.0 * used as f64 / predicted.max(1) as f64,
+                p.prefetched,
+                p.served_by_prefetch,
+                (p.wasted * trace.shard_bytes) as f64 / 1e3,
+                percent(p.demand),
+                100.0 * (p.demand.hits + p.served_by_prefetch) as f64
+                    / p.demand.requests.max(1) as f64
+            );
+        }
+    }
+
+    if let (Some(path), Some((name, _, _, trace))) = (&args.json_out, traces.first()) {
+        let n = trace.experts.len();
+        let line = |name: String, f: &dyn Fn(usize) -> HitCount| {
+            let points: Vec<serde_json::Value> = (1..=20)
+                .map(|i| {
+                    let share = i * 5;
+                    serde_json::json!({ "x": share, "hit_rate": f(slots(share, n)).rate() })
+                })
+                .collect();
+            serde_json::json!({ "name": name, "points": points })
+        };
+        let mut series = vec![line("optimum (Belady)".into(), &|s| {
+            optimal(&trace.accesses, &trace.experts, Budget::Shared(s))
+        })];
+        for policy in Policy::ALL {
+            series.push(line(policy.to_string(), &|s| {
+                replay(&trace.accesses, &trace.experts, policy, Budget::Shared(s))
+            }));
+        }
+        let json = serde_json::json!({ "plot": { "model": name, "series": series } });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
     }
     let _ = std::fs::remove_dir_all(&work);
     eprintln!("bench shards: {:.0} s", started.elapsed().as_secs_f64());

@@ -195,6 +195,18 @@ impl Manifest {
         self.files.iter().find(|f| f.name == name)
     }
 
+    /// Every expert, as the store and the routing name them, in the manifest's order.
+    pub fn expert_ids(&self) -> Vec<switchscope_wire::ExpertId> {
+        self.experts
+            .iter()
+            .map(|e| switchscope_wire::ExpertId {
+                stack: e.stack,
+                block: e.block,
+                expert: e.expert,
+            })
+            .collect()
+    }
+
     /// The shard of one expert.
     pub fn expert(&self, stack: StackKind, block: usize, expert: usize) -> Option<&ExpertEntry> {
         self.experts

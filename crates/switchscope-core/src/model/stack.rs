@@ -129,7 +129,8 @@ impl Block {
 
 impl Stack {
     /// Pre-gating: when block `at` is sparse and the next sparse block's experts want a
-    /// prediction ([`super::experts::Experts::wants_prefetch`]: a store with prefetch on),
+    /// prediction ([`super::experts::Experts::wants_prefetch`]: a store that prefetches, pins
+    /// predictions or records them),
     /// applies the NEXT sparse block's norm and router to `h` (block `at`'s input to its
     /// feed-forward) and hints the experts it picks, so that their
     /// transfer overlaps with this block's work.

@@ -75,7 +75,7 @@ impl Experts for StoreExperts {
     }
 
     fn wants_prefetch(&self) -> bool {
-        self.store.options().prefetch
+        self.store.wants_predictions()
     }
 
     fn prefetch(&self, experts: &[usize]) {

@@ -3,12 +3,14 @@
 //! Hugging Face checkpoint directory or a converted one, local or over an [`ExpertSource`].
 //!
 //! - [`store`]: experts fetched when the router first picks them, kept under a byte budget.
+//! - [`policy`]: which resident expert the store gives up when the budget is full.
 //! - [`source`]: where shard bytes come from (files here; the web worker adds HTTP).
 //! - [`experts`]: a sparse layer's experts held by the store.
 //! - [`generate`]: greedy or sampled decoding, recording the routing of every step.
 
 pub mod experts;
 pub mod generate;
+pub mod policy;
 pub mod source;
 pub mod store;
 

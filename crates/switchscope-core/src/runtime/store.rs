@@ -1,7 +1,8 @@
 //! On-demand experts: a sparse layer asks the [`ExpertStore`] for an expert only after its
 //! router has sent a token to it; the store fetches the shard from an [`ExpertSource`]
 //! (files natively, HTTP in the browser), checks its size and SHA-256, decodes it onto the
-//! device and keeps it resident under a byte budget, evicting the least recently used expert.
+//! device and keeps it resident under a byte budget, evicting by a [`Policy`] (stale-then-LFU with
+//! pre-gate pins unless told otherwise; see [`super::policy`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,6 +12,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use switchscope_wire::{ExpertId, ShardEvent, ShardEventKind, Stack, StoreStats};
 
+use super::policy::{Access, Policy, Residency};
 use super::source::ExpertSource;
 use crate::CoreError;
 use crate::formats::manifest::{FileEntry, Manifest, verify};
@@ -29,6 +31,11 @@ pub struct StoreOptions {
     /// Apply the next sparse layer's router to the current hidden state and start fetching the
     /// experts it picks before they are needed.
     pub prefetch: bool,
+    /// Which resident expert goes when the budget is full.
+    pub policy: Policy,
+    /// Keep the request trace (every demand request and pre-gating prediction, in order) for
+    /// [`ExpertStore::trace`]; pre-gating then runs even without `prefetch`.
+    pub record_trace: bool,
     /// Milliseconds since some fixed time, for event timings (`None`: timings are 0).
     pub clock: Option<fn() -> f64>,
     /// Called for each event as it happens.
@@ -43,6 +50,8 @@ impl fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("budget_bytes", &self.budget_bytes)
             .field("prefetch", &self.prefetch)
+            .field("policy", &self.policy)
+            .field("record_trace", &self.record_trace)
             .field("generic_experts", &self.generic_experts)
             .finish_non_exhaustive()
     }
@@ -61,17 +70,17 @@ pub enum Expert {
 struct Resident {
     module: Arc<Expert>,
     bytes: u64,
-    last_use: u64,
 }
 
-#[derive(Default)]
 struct State {
     resident: HashMap<ExpertId, Resident>,
+    /// What the eviction policy knows (the same keys as `resident`).
+    residency: Residency,
     /// Prefetched and not yet asked for, with their shard sizes.
     prefetched: HashMap<ExpertId, u64>,
-    tick: u64,
     stats: StoreStats,
     events: Vec<ShardEvent>,
+    trace: Vec<Access>,
 }
 
 /// Experts of a converted model, loaded on first use and kept on the device.
@@ -113,6 +122,7 @@ impl ExpertStore {
         } else {
             None
         };
+        let residency = Residency::new(options.policy, manifest.expert_ids());
         Self {
             manifest,
             source,
@@ -120,7 +130,14 @@ impl ExpertStore {
             options,
             #[cfg(any(feature = "wgpu", feature = "webgpu"))]
             gpu,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                resident: HashMap::new(),
+                residency,
+                prefetched: HashMap::new(),
+                stats: StoreStats::default(),
+                events: Vec::new(),
+                trace: Vec::new(),
+            }),
         }
     }
 
@@ -186,16 +203,9 @@ impl ExpertStore {
         self.lock().stats
     }
 
-    /// The experts resident now, least recently used first.
+    /// The experts resident now, in the order the policy would give them up.
     pub fn resident(&self) -> Vec<ExpertId> {
-        let state = self.lock();
-        let mut ids: Vec<(u64, ExpertId)> = state
-            .resident
-            .iter()
-            .map(|(id, r)| (r.last_use, *id))
-            .collect();
-        ids.sort_unstable();
-        ids.into_iter().map(|(_, id)| id).collect()
+        self.lock().residency.eviction_order()
     }
 
     /// The shard files fetched so far, in order.
@@ -249,9 +259,28 @@ impl ExpertStore {
             .unwrap_or_default()
     }
 
-    /// Starts fetching the shards of `experts` that are neither resident nor already
-    /// prefetched (when the store was made with `prefetch`).
+    /// Whether the model should pre-gate (predict the next sparse layer's experts and call
+    /// [`Self::prefetch`]): to fetch early, to pin predictions, or to record them.
+    pub fn wants_predictions(&self) -> bool {
+        self.options.prefetch || self.options.policy.pin_predicted || self.options.record_trace
+    }
+
+    /// The request trace so far (empty unless the store was made with `record_trace`).
+    pub fn trace(&self) -> Vec<Access> {
+        self.lock().trace.clone()
+    }
+
+    /// Pre-gating predicted `experts` for the next sparse layer: the policy may pin them, and
+    /// with `prefetch` the store starts fetching those that are neither resident nor already
+    /// prefetched.
     pub fn prefetch(&self, experts: &[ExpertId]) {
+        {
+            let mut state = self.lock();
+            state.residency.predicted(experts);
+            if self.options.record_trace {
+                state.trace.push(Access::Predicted(experts.to_vec()));
+            }
+        }
         if !self.options.prefetch {
             return;
         }
@@ -291,10 +320,11 @@ impl ExpertStore {
         {
             let mut state = self.lock();
             state.stats.requests += 1;
-            state.tick += 1;
-            let tick = state.tick;
-            if let Some(r) = state.resident.get_mut(&id) {
-                r.last_use = tick;
+            state.residency.request(id);
+            if self.options.record_trace {
+                state.trace.push(Access::Demand(id));
+            }
+            if let Some(r) = state.resident.get(&id) {
                 let module = r.module.clone();
                 state.stats.hits += 1;
                 self.emit(&mut state, id, &file.name, ShardEventKind::Hit);
@@ -329,17 +359,16 @@ impl ExpertStore {
                     ms,
                 };
                 self.emit(&mut state, id, &file.name, kind);
-                self.make_room(&mut state, device_bytes);
+                self.make_room(&mut state, id, device_bytes);
                 let module = Arc::new(module);
-                let tick = state.tick;
                 state.resident.insert(
                     id,
                     Resident {
                         module: module.clone(),
                         bytes: device_bytes,
-                        last_use: tick,
                     },
                 );
+                state.residency.insert(id);
                 state.stats.resident_bytes += device_bytes;
                 state.stats.peak_resident_bytes = state
                     .stats
@@ -370,15 +399,16 @@ impl ExpertStore {
         }
     }
 
-    /// Evicts least recently used experts until `incoming` more bytes fit the budget.
-    fn make_room(&self, state: &mut State, incoming: u64) {
+    /// Evicts the policy's victims until `incoming` more bytes (expert `id`) fit the budget.
+    fn make_room(&self, state: &mut State, id: ExpertId, incoming: u64) {
         let Some(budget) = self.options.budget_bytes else {
             return;
         };
         while state.stats.resident_bytes + incoming > budget {
-            let Some((&victim, _)) = state.resident.iter().min_by_key(|(_, r)| r.last_use) else {
+            let Some(victim) = state.residency.victim(Some(id)) else {
                 return;
             };
+            state.residency.remove(victim);
             let gone = state.resident.remove(&victim).expect("present");
             state.stats.resident_bytes -= gone.bytes;
             state.stats.evictions += 1;
@@ -397,6 +427,7 @@ impl ExpertStore {
     pub fn clear(&self) {
         let mut state = self.lock();
         let ids: Vec<ExpertId> = state.resident.keys().copied().collect();
+        state.residency.clear();
         for id in ids {
             let gone = state.resident.remove(&id).expect("present");
             state.stats.resident_bytes -= gone.bytes;
