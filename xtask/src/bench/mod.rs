@@ -78,13 +78,26 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             "--skip-build" => build = false,
             "--plot-only" => {
-                // Redraw the plots from the last growth measurements.
-                let json = root().join("target/bench/growth.json");
-                let data: Value = serde_json::from_str(
-                    &std::fs::read_to_string(&json)
-                        .with_context(|| format!("reading {}", json.display()))?,
-                )?;
-                return plot::growth(&data, &root().join("docs/bench"));
+                // Redraw the plots from the last growth and shards measurements there are.
+                let dir = root().join("target/bench");
+                type Draw = fn(&Value, &Path) -> Result<()>;
+                let plots: [(&str, Draw); 2] =
+                    [("growth.json", plot::growth), ("shards.json", plot::cache)];
+                let mut drawn = 0;
+                for (name, draw) in plots {
+                    let json = dir.join(name);
+                    if json.is_file() {
+                        draw(&read_json(&json)?, &plots_dir()?)?;
+                        drawn += 1;
+                    }
+                }
+                if drawn == 0 {
+                    bail!(
+                        "no measurements in {} to plot (growth.json, shards.json)",
+                        dir.display()
+                    );
+                }
+                return Ok(());
             }
             "--python" => python = Some(PathBuf::from(it.next().context("--python needs a path")?)),
             part if PARTS.contains(&part) => parts.push(part.to_owned()),
