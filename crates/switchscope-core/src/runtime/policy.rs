@@ -21,7 +21,8 @@
 //!   in the pass); ties go to the least recent.
 //! - **+ pre-gate pins** (any of the above): an expert that pre-gating predicted for the next
 //!   sparse layer, and that has not been asked for since, is not evicted (unless every
-//!   candidate is pinned). Only this engine knows those predictions.
+//!   candidate is pinned). Only this engine knows those predictions. The store pre-gates for
+//!   pins only when it has a budget (without one nothing is evicted).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -260,9 +260,13 @@ impl ExpertStore {
     }
 
     /// Whether the model should pre-gate (predict the next sparse layer's experts and call
-    /// [`Self::prefetch`]): to fetch early, to pin predictions, or to record them.
+    /// [`Self::prefetch`]): to fetch early, to record them, or to pin them where a budget can
+    /// evict (without a budget, pins change nothing and the prediction would cost a read-back
+    /// per sparse layer for nothing).
     pub fn wants_predictions(&self) -> bool {
-        self.options.prefetch || self.options.policy.pin_predicted || self.options.record_trace
+        self.options.prefetch
+            || self.options.record_trace
+            || (self.options.policy.pin_predicted && self.options.budget_bytes.is_some())
     }
 
     /// The request trace so far (empty unless the store was made with `record_trace`).
