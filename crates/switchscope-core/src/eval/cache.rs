@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use switchscope_wire::{ExpertId, Stack};
 
-use crate::runtime::policy::{Access, Policy, Residency};
+use crate::runtime::policy::{Access, Policy, Residency, pass_order};
 
 /// How a budget of `slots` experts is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +66,8 @@ pub fn demands(trace: &[Access]) -> Vec<ExpertId> {
         .collect()
 }
 
-/// The sparse layers `experts` belong to, in a forward pass's order (encoder first).
 fn layers(experts: &[ExpertId]) -> Vec<(Stack, usize)> {
-    let mut layers: Vec<(Stack, usize)> = experts.iter().map(|e| (e.stack, e.block)).collect();
-    layers.sort_by_key(|&(stack, block)| (stack == Stack::Decoder, block));
-    layers.dedup();
-    layers
+    pass_order(experts.iter().copied())
 }
 
 /// Slots per layer when `slots` are split over `layers` (at least one each).
@@ -93,20 +89,17 @@ struct Cache {
 }
 
 impl Cache {
-    /// Brings `id` in, evicting down to the slots; returns the evicted.
-    fn admit(&mut self, id: ExpertId) -> Vec<ExpertId> {
-        let mut gone = Vec::new();
+    /// Brings `id` in, evicting down to the slots.
+    fn admit(&mut self, id: ExpertId) {
         while self.residency.len() >= self.slots.max(1) {
             let Some(victim) = self.residency.victim(Some(id)) else {
                 break;
             };
             self.residency.remove(victim);
-            gone.push(victim);
         }
         if self.slots > 0 {
             self.residency.insert(id);
         }
-        gone
     }
 }
 

@@ -178,17 +178,13 @@ impl Residency {
     /// Bookkeeping for `policy` over a model whose experts are `experts` (any order; the sparse
     /// layers are read from them).
     pub fn new(policy: Policy, experts: impl IntoIterator<Item = ExpertId>) -> Self {
-        let mut layers: Vec<(Stack, usize)> =
-            experts.into_iter().map(|e| (e.stack, e.block)).collect();
-        let mut count = 0;
-        layers.sort_by_key(|&(stack, block)| (stack == Stack::Decoder, block));
-        layers.dedup();
+        let layers = pass_order(experts);
         let decoder_layers = layers.iter().filter(|(s, _)| *s == Stack::Decoder).count();
-        let rank = layers.iter().map(|&l| {
-            count += 1;
-            (l, count - 1)
-        });
-        let rank: HashMap<_, _> = rank.collect();
+        let rank: HashMap<_, _> = layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, i))
+            .collect();
         Self {
             policy,
             half_life: (4 * rank.len().max(1)) as f64,
@@ -331,6 +327,14 @@ impl Residency {
             _ => NEXT_PROMPT + k,
         }
     }
+}
+
+/// The sparse layers `experts` belong to, in a forward pass's order (encoder first, by block).
+pub fn pass_order(experts: impl IntoIterator<Item = ExpertId>) -> Vec<(Stack, usize)> {
+    let mut layers: Vec<(Stack, usize)> = experts.into_iter().map(|e| (e.stack, e.block)).collect();
+    layers.sort_by_key(|&(stack, block)| (stack == Stack::Decoder, block));
+    layers.dedup();
+    layers
 }
 
 /// [`Residency::distance`] of a layer that only the next prompt reaches (plus its rank).
