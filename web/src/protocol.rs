@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 pub use switchscope_wire::{
-    LayerRouting, Origin, Sampling, ShardEvent, ShardEventKind, Stack, StoreStats,
+    DeviceCounts, LayerRouting, Origin, Sampling, ShardEvent, ShardEventKind, Stack, StoreStats,
 };
 
 /// The backend that computed a result.
@@ -224,6 +224,10 @@ pub struct RunSummary {
     pub total_ms: f64,
     /// Generated tokens per second after the first.
     pub tokens_per_s: f64,
+    /// What the decode steps asked of the device (divide by the output's length for per-token
+    /// figures).
+    #[serde(default)]
+    pub decode_counts: DeviceCounts,
     pub stats: StoreStats,
 }
 

@@ -14,6 +14,7 @@ pub const CORE_LAYERS: &[(&str, usize)] = &[
     ("error", 0),
     ("config", 0),
     ("backend", 0),
+    ("counters", 0),
     ("tokenizer", 0),
     ("formats", 1),
     ("kernels", 2),

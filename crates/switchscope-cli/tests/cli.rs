@@ -522,9 +522,28 @@ fn export_hf_runs_like_the_converted_model() {
     );
     assert_eq!(a["output_ids"], b["output_ids"]);
     assert_eq!(a["encode_ms"].as_array().unwrap().len(), 2);
+    // The decode loop is generate's: on the CPU no kernel is dispatched, and the host waits
+    // once per sparse decoder layer (its routing) and once for the logits, every token.
+    let config = switchscope_core::config::SwitchConfig::from_json(
+        &std::fs::read_to_string(exported.join("config.json")).unwrap(),
+    )
+    .unwrap();
+    let waits = config
+        .sparse_blocks(switchscope_core::wire::Stack::Decoder)
+        .len() as f64
+        + 1.0;
     for v in [&a, &b] {
         assert!(v["encoder_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
         assert!(v["decode_tokens_per_s"].as_f64().unwrap() > 0.0, "{v}");
+        assert_eq!(v["dispatches_per_token"].as_f64(), Some(0.0), "{v}");
+        assert_eq!(v["host_waits_per_token"].as_f64(), Some(waits), "{v}");
+        assert_eq!(v["readbacks_per_token"].as_f64(), Some(waits), "{v}");
+        assert!(v["uploads_per_token"].as_f64().unwrap() >= 3.0, "{v}");
+        assert_eq!(
+            v["decode_counts"]["host_waits"].as_f64(),
+            Some(3.0 * waits),
+            "{v}"
+        );
     }
     assert!(
         a["expert_bytes_fetched"].as_u64().unwrap() > 0,

@@ -113,6 +113,7 @@ mod gpu {
         if let Some(device) = cached(api) {
             return Ok(device);
         }
+        observe_launches();
         let device = Device::wgpu_options()
             .graphics_api(api)
             .init_async()
@@ -128,13 +129,32 @@ mod gpu {
         devices.push((api, device.clone()));
         Ok(device)
     }
+
+    /// Counts every kernel launched from now on in the launching thread's open tallies
+    /// ([`crate::counters`]). Installed once and kept for the process's life.
+    fn observe_launches() {
+        use std::sync::{Arc, Once};
+
+        use cubecl_runtime::logging::{LaunchObservation, LaunchObserver};
+
+        struct Count;
+        impl LaunchObserver for Count {
+            fn launched(&self, _kernel: &'static str) {
+                crate::counters::dispatch();
+            }
+        }
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| std::mem::forget(LaunchObservation::new(Arc::new(Count))));
+    }
 }
 
-/// Reads a float tensor back to the host (asynchronously: the only way in a browser).
+/// Reads a float tensor back to the host (asynchronously: the only way in a browser); the host
+/// waits for it (one host wait in [`crate::counters`]).
 ///
 /// # Errors
 /// [`CoreError::Execution`] when the device fails.
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, CoreError> {
+    crate::counters::host_wait();
     t.into_data_async()
         .await
         .map_err(|e| CoreError::Execution(e.to_string()))?

@@ -7,7 +7,8 @@
 //!
 //! The modules form layers; each imports only from layers below it (an xtask test checks):
 //!
-//! 1. [`error`], [`config`], [`backend`] (devices, reading tensors back), `tokenizer` (feature
+//! 1. [`error`], [`config`], [`backend`] (devices, reading tensors back), [`counters`] (what a
+//!    run asks of the device), `tokenizer` (feature
 //!    `tokenizer`: text ↔ ids with a `tokenizer.json`), and the wire types of
 //!    `switchscope-wire` (re-exported as [`wire`]).
 //! 2. [`formats`]: weights by checkpoint name from safetensors, `pytorch_model.bin` and
@@ -21,6 +22,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod counters;
 pub mod error;
 pub mod eval;
 pub mod formats;

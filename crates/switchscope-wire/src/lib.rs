@@ -9,13 +9,16 @@
 //! - [`sampling`]: how the next token is picked.
 //! - [`spans`]: masked spans (`<extra_id_N>`) and the answer that fills them in.
 //! - [`limits`]: the longest input the front ends pass to the model.
+//! - [`device`]: what a run asked of the device (dispatches, uploads, host waits).
 
+pub mod device;
 pub mod limits;
 pub mod routing;
 pub mod sampling;
 pub mod spans;
 pub mod store;
 
+pub use device::{DeviceCounts, PerStep};
 pub use limits::{MAX_INPUT_TOKENS, fit_input};
 pub use routing::{ExpertId, LayerRouting, Stack};
 pub use sampling::Sampling;

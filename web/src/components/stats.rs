@@ -170,6 +170,16 @@ pub fn Performance() -> impl IntoView {
                             <dt>"Time to first token"</dt><dd data-testid="ttft">{format!("{:.0} ms", s.first_token_ms)}</dd>
                             <dt>"Tokens per second"</dt><dd data-testid="tokens-per-s">{format!("{:.1}", s.tokens_per_s)}</dd>
                             <dt>"Total"</dt><dd>{format!("{:.0} ms for {} tokens", s.total_ms, s.output_ids.len())}</dd>
+                            <dt>"Device work per token"</dt>
+                            {
+                                let per = s.decode_counts.per(s.output_ids.len());
+                                view! {
+                                    <dd data-testid="device-work" data-dispatches=per.dispatches
+                                        data-uploads=per.uploads data-host-waits=per.host_waits>
+                                        {format!("{:.1} dispatches · {:.1} uploads · {:.2} host waits", per.dispatches, per.uploads, per.host_waits)}
+                                    </dd>
+                                }
+                            }
                             <dt>"Expert requests"</dt>
                             <dd>{format!("{} ({} hits, {} fetches, {} evictions)", s.stats.requests, s.stats.hits, s.stats.fetches, s.stats.evictions)}</dd>
                             <dt>"Prefetch"</dt>

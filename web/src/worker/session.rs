@@ -19,7 +19,8 @@ use super::http::{HttpSource, fetch_text_network_first, keep_text, open_cache};
 use super::reply::post;
 use crate::gpu::now_ms;
 use crate::protocol::{
-    BackendPreference, LayerRouting, ModelInfo, Response, RunSummary, Settings, ShardInfo, Stack,
+    BackendPreference, DeviceCounts, LayerRouting, ModelInfo, Response, RunSummary, Settings,
+    ShardInfo, Stack,
 };
 
 struct Session {
@@ -250,6 +251,7 @@ async fn run(
             block_clock: settings.time_layers.then_some(now_ms as fn() -> f64),
         },
         stop_at,
+        ignore_eos: false,
     };
     let start = now_ms();
     let last = Cell::new(start);
@@ -314,6 +316,7 @@ async fn run(
                 first_token_ms: first_token_ms.get(),
                 total_ms,
                 tokens_per_s: 0.0,
+                decode_counts: DeviceCounts::default(),
                 stats: session.store.stats(),
                 wasm_memory_bytes: wasm_memory_bytes(),
             });
@@ -339,6 +342,7 @@ async fn run(
         first_token_ms: first_token_ms.get(),
         total_ms,
         tokens_per_s,
+        decode_counts: generation.decode_counts,
         stats: session.store.stats(),
         wasm_memory_bytes: wasm_memory_bytes(),
     })

@@ -1,10 +1,12 @@
 //! `bench speed`: how fast one model runs on one backend.
 //!
-//! One measured run encodes the input (then waits for the device) and decodes a fixed number of
-//! tokens greedily with the KV cache, reading each step's logits back to pick the next token, as
-//! a generation does; it does not stop at EOS, so every run does the same work. A first run,
-//! not counted, loads the experts the input needs and compiles the GPU's kernels; the figures
-//! are the medians of the counted runs.
+//! One measured run is one [`Switch::generate`], the decode loop the CLI and the page use:
+//! greedy, with the KV cache, decoding a fixed number of tokens (it does not stop at EOS, so
+//! every run does the same work). Encode time runs to the encoder's routing; decode time from
+//! there to the last token. A first run, not counted, loads the experts the input needs and
+//! compiles the GPU's kernels (with `--all-resident` every expert is loaded first); the figures
+//! are the medians of the counted runs, and the device counts (dispatches, uploads, host waits
+//! per decoded token) those of the last run.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -13,9 +15,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use switchscope_core::Switch;
-use switchscope_core::backend::read_f32;
-use switchscope_core::kernels::reference::argmax;
-use switchscope_core::model::{RunOptions, TokenBatch};
+use switchscope_core::counters::Counts;
+use switchscope_core::runtime::generate::{GenerateOptions, Progress};
 use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tokenizer::Tokenizer;
 
@@ -53,6 +54,9 @@ pub struct SpeedArgs {
     /// quantized kernels (for comparing the two).
     #[arg(long)]
     generic_experts: bool,
+    /// Make every expert resident before the warm-up (the steady state of a long session).
+    #[arg(long)]
+    all_resident: bool,
 }
 
 /// One model's measured speed.
@@ -77,32 +81,67 @@ pub struct Speed {
     pub output_ids: Vec<u32>,
     /// Expert bytes read for the input (converted models).
     pub expert_bytes_fetched: Option<u64>,
+    /// Whether every expert was resident before the warm-up (`--all-resident`).
+    pub all_resident: bool,
+    /// Per decoded token, in the last measured run: kernels launched (0 on the CPU), host →
+    /// device buffers created or written, device → host reads, and reads the host waited for
+    /// before it could queue more work.
+    pub dispatches_per_token: f64,
+    pub uploads_per_token: f64,
+    pub readbacks_per_token: f64,
+    pub host_waits_per_token: f64,
+    /// The last measured run's decode counts, whole.
+    pub decode_counts: Counts,
 }
 
-/// One run: (encode ms, decode ms, decoded ids).
-pub fn run_once(m: &Switch, ids: &[u32], new_tokens: usize) -> Result<(f64, f64, Vec<u32>)> {
-    pollster::block_on(async {
-        let options = RunOptions::default();
-        let started = Instant::now();
-        let input = TokenBatch::new(&[ids.to_vec()], m.config().pad_token_id)?;
-        let encoded = m.model().encode(m.config(), &input, options).await?;
-        // Wait for the device: the routing was read back, the last block's output may not be.
-        read_f32(encoded.hidden.clone().narrow(1, 0, 1).narrow(2, 0, 1)).await?;
-        let encode_ms = started.elapsed().as_secs_f64() * 1e3;
-        let started = Instant::now();
-        let mut cache = m.model().start_decoding(&encoded);
-        let mut output = vec![m.config().decoder_start()];
-        for _ in 0..new_tokens {
-            let last = [*output.last().expect("starts with the start token")];
-            let (logits, _routing) = m
-                .model()
-                .decode(m.config(), &encoded, &mut cache, &last, 1, options)
-                .await?;
-            let values = read_f32(logits).await?;
-            output.push(argmax(&values) as u32);
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub encode_ms: f64,
+    pub decode_ms: f64,
+    /// The decoder start token, then the decoded ids.
+    pub output_ids: Vec<u32>,
+    pub counts: Counts,
+}
+
+/// One run: a greedy generation of exactly `new_tokens` tokens.
+pub fn run_once(m: &Switch, ids: &[u32], new_tokens: usize) -> Result<Run> {
+    let options = GenerateOptions {
+        max_new_tokens: new_tokens,
+        ignore_eos: true,
+        ..GenerateOptions::default()
+    };
+    let started = Instant::now();
+    let encoded = std::cell::Cell::new(None);
+    let generation = pollster::block_on(m.generate(ids, &options, |progress| {
+        if let Progress::Encoded { .. } = progress {
+            encoded.set(Some(Instant::now()));
         }
-        let decode_ms = started.elapsed().as_secs_f64() * 1e3;
-        Ok((encode_ms, decode_ms, output))
+        std::future::ready(true)
+    }))?;
+    let finished = Instant::now();
+    let encoded = encoded.get().unwrap_or(finished);
+    Ok(Run {
+        encode_ms: (encoded - started).as_secs_f64() * 1e3,
+        decode_ms: (finished - encoded).as_secs_f64() * 1e3,
+        output_ids: generation.output_ids,
+        counts: generation.decode_counts,
+    })
+}
+
+/// Makes every expert of `m`'s store resident (nothing to do for a model loaded whole).
+///
+/// # Errors
+/// When a shard cannot be fetched or decoded.
+pub fn make_all_resident(m: &Switch) -> Result<()> {
+    let Some(store) = m.store() else {
+        return Ok(());
+    };
+    pollster::block_on(async {
+        for id in store.manifest().expert_ids() {
+            store.expert(id.stack, id.block, id.expert).await?;
+        }
+        Ok(())
     })
 }
 
@@ -123,13 +162,16 @@ pub fn measure(
         .store()
         .zip(before)
         .map(|(s, b)| s.stats().bytes_fetched - b);
-    let (mut encode_ms, mut decode_ms, mut output_ids) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut encode_ms, mut decode_ms) = (Vec::new(), Vec::new());
+    let mut last = None;
     for _ in 0..runs.max(1) {
-        let (e, d, out) = run_once(m, ids, new_tokens)?;
-        encode_ms.push(e);
-        decode_ms.push(d);
-        output_ids = out;
+        let run = run_once(m, ids, new_tokens)?;
+        encode_ms.push(run.encode_ms);
+        decode_ms.push(run.decode_ms);
+        last = Some(run);
     }
+    let last = last.expect("at least one run");
+    let per = last.counts.per(new_tokens);
     Ok(Speed {
         model: label.to_owned(),
         backend: backend.to_owned(),
@@ -143,8 +185,14 @@ pub fn measure(
         decode_tokens_per_s: new_tokens as f64 * 1e3 / median(&decode_ms),
         encode_ms,
         decode_ms,
-        output_ids,
+        output_ids: last.output_ids,
         expert_bytes_fetched,
+        all_resident: false,
+        dispatches_per_token: per.dispatches,
+        uploads_per_token: per.uploads,
+        readbacks_per_token: per.readbacks,
+        host_waits_per_token: per.host_waits,
+        decode_counts: last.counts,
     })
 }
 
@@ -172,23 +220,30 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
         ids
     };
     let label = args.model.display().to_string();
+    if args.all_resident {
+        make_all_resident(&m)?;
+    }
     let mut speed = measure(&m, &label, &args.backend, &ids, args.new_tokens, args.runs)?;
     speed.load_s = load_s;
+    speed.all_resident = args.all_resident;
     if args.json {
         println!("{}", serde_json::to_string(&speed)?);
     } else {
         println!(
-            "| model | backend | input tokens | new tokens | encoder tokens/s | decode tokens/s |"
+            "| model | backend | input tokens | new tokens | encoder tokens/s | decode tokens/s | dispatches/token | uploads/token | host waits/token |"
         );
-        println!("|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
             speed.model,
             speed.backend,
             ids.len(),
             speed.new_tokens,
             speed.encoder_tokens_per_s,
-            speed.decode_tokens_per_s
+            speed.decode_tokens_per_s,
+            speed.dispatches_per_token,
+            speed.uploads_per_token,
+            speed.host_waits_per_token
         );
     }
     Ok(())

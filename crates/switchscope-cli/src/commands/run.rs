@@ -145,6 +145,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             ..RunOptions::default()
         },
         stop_at: None,
+        ignore_eos: false,
     };
     let json = args.model.json;
     let tokenizer = match &args.prompt {

@@ -85,6 +85,7 @@ impl Gpu {
     }
 
     pub(super) fn upload<T: bytemuck_free::Pod>(&self, values: &[T]) -> Handle {
+        crate::counters::upload(values.len() * 4);
         self.client.create_from_slice(&bytemuck_free::bytes(values))
     }
 

@@ -118,6 +118,8 @@ pub fn sparse_ffn(
     {
         let n = a.rows.len();
         let index: Vec<i64> = a.rows.iter().map(|&r| i64::from(r)).collect();
+        crate::counters::upload(n * 8);
+        crate::counters::upload(n * 4);
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
         let scale = Tensor::<2>::from_data(TensorData::new(a.weights.to_vec(), [n, 1]), &device);
         let picked = x.clone().select(0, index.clone());

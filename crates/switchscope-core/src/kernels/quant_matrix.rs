@@ -132,6 +132,7 @@ impl QuantMatrix {
                         .iter()
                         .flat_map(|&s| half::f16::from_f32(s).to_le_bytes())
                         .collect();
+                    crate::counters::upload(bytes.len());
                     gpu.client.create_from_slice(&bytes)
                 } else {
                     gpu.upload(scales)

@@ -91,6 +91,7 @@ impl Attention {
                 index.push(bucket as i64);
             }
         }
+        crate::counters::upload(index.len() * 8);
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [queries * keys]), device);
         table
             .val()

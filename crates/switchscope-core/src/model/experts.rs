@@ -94,6 +94,8 @@ pub fn combine<'m>(
         let n = tokens.len();
         let index: Vec<i64> = tokens.iter().map(|&(i, _)| i64::from(i)).collect();
         let scale: Vec<f32> = tokens.iter().map(|&(_, w)| w).collect();
+        crate::counters::upload(n * 8);
+        crate::counters::upload(n * 4);
         let index = Tensor::<1, Int>::from_data(TensorData::new(index, [n]), &device);
         let scale = Tensor::<2>::from_data(TensorData::new(scale, [n, 1]), &device);
         let y = expert(e)?.forward_rows(x.clone().select(0, index.clone())) * scale;

@@ -98,6 +98,7 @@ impl Loader<'_> {
                 t.shape
             )));
         }
+        crate::counters::upload(t.data.len() * 4);
         let tensor = Tensor::<D>::from_data(TensorData::new(t.data, shape), self.device);
         Ok(Some(Param::from_tensor(tensor)))
     }

@@ -160,6 +160,7 @@ impl SwitchModel {
     fn embed(&self, ids: &[u32], batch: usize, len: usize) -> Tensor<3> {
         let device = self.device();
         let ids: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+        crate::counters::upload(ids.len() * 8);
         let index = Tensor::<1, Int>::from_data(TensorData::new(ids, [batch * len]), &device);
         let table = self.shared.val();
         let [_, d] = table.dims();
@@ -190,6 +191,7 @@ impl SwitchModel {
         let device = self.device();
         let h = self.embed(&input.ids, input.batch, input.len);
         let pad: Vec<bool> = input.mask.iter().map(|m| !m).collect();
+        crate::counters::upload(pad.len());
         let padding = Tensor::<4, Bool>::from_data(
             TensorData::new(pad, [input.batch, 1, 1, input.len]),
             &device,

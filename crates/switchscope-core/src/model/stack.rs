@@ -281,6 +281,7 @@ fn causal_mask(batch: usize, past: usize, queries: usize, device: &Device) -> Te
     let data: Vec<bool> = (0..queries)
         .flat_map(|i| (0..keys).map(move |j| j > past + i))
         .collect();
+    crate::counters::upload(data.len());
     Tensor::<4, Bool>::from_data(TensorData::new(data, [1, 1, queries, keys]), device)
         .expand([batch, 1, queries, keys])
 }

@@ -7,6 +7,7 @@ use switchscope_wire::{LayerRouting, Sampling};
 use super::Switch;
 use crate::CoreError;
 use crate::backend::read_f32;
+use crate::counters::{Counts, Tally};
 use crate::kernels::reference::argmax;
 use crate::model::stack::DecoderCache;
 use crate::model::{RunOptions, TokenBatch};
@@ -25,6 +26,10 @@ pub struct GenerateOptions {
     /// once it has filled in every span. `None` generates like transformers: up to `</s>`.
     #[serde(default)]
     pub stop_at: Option<u32>,
+    /// Decode exactly `max_new_tokens` tokens, past `</s>` and `stop_at` (a benchmark's fixed
+    /// work).
+    #[serde(default)]
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateOptions {
@@ -35,6 +40,7 @@ impl Default for GenerateOptions {
             use_cache: true,
             run: RunOptions::default(),
             stop_at: None,
+            ignore_eos: false,
         }
     }
 }
@@ -57,6 +63,10 @@ pub struct Generation {
     pub output_ids: Vec<u32>,
     pub encoder_routing: Vec<LayerRouting>,
     pub steps: Vec<Step>,
+    /// What the decode steps asked of the device, from the first step's start to the last
+    /// step's token ([`crate::counters`]); divide by `steps.len()` for per-token figures.
+    #[serde(default)]
+    pub decode_counts: Counts,
 }
 
 /// What [`Switch::generate`] reports while it runs.
@@ -103,6 +113,7 @@ impl Switch {
                 output_ids: vec![config.decoder_start()],
                 encoder_routing: first.to_vec(),
                 steps: Vec::new(),
+                decode_counts: Counts::default(),
             });
         }
         let mut output = vec![config.decoder_start()];
@@ -112,6 +123,8 @@ impl Switch {
             Sampling::Sample { seed, .. } => seed,
             Sampling::Greedy => 0,
         });
+        let tally = Tally::start();
+        let mut decode_counts = Counts::default();
         for _ in 0..options.max_new_tokens {
             let (logits, mut routing, block_ms) = if options.use_cache {
                 let last = [*output.last().expect("starts with the start token")];
@@ -140,17 +153,22 @@ impl Switch {
                 block_ms,
             };
             output.push(token);
+            // Up to the token: what the caller does with it is not the decoder's work.
+            decode_counts = tally.peek();
             let go_on = on_progress(Progress::Step(&step)).await;
             steps.push(step);
-            if token == config.eos_token_id || Some(token) == options.stop_at || !go_on {
+            let ends = token == config.eos_token_id || Some(token) == options.stop_at;
+            if (ends && !options.ignore_eos) || !go_on {
                 break;
             }
         }
+        drop(tally);
         let encoder_routing = encoded.routing.into_iter().next().unwrap_or_default();
         Ok(Generation {
             output_ids: output,
             encoder_routing,
             steps,
+            decode_counts,
         })
     }
 }

@@ -166,6 +166,7 @@ impl ExpertStore {
         }
         let tensor = |matrix: &str| -> Result<Param<Tensor<2>>, CoreError> {
             let (data, shape) = decode_matrix(&self.manifest, file, bytes, matrix)?;
+            crate::counters::upload(data.len() * 4);
             Ok(Param::from_tensor(Tensor::from_data(
                 TensorData::new(data, shape),
                 &self.device,
