@@ -102,6 +102,26 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// The decoder's causal position bias by distance, for one query attending to up to `len`
+    /// keys (entry `len − 1 − d` is the bias of a key `d` positions before the query), built
+    /// once per generation so that a decode step only narrows it (no upload per step).
+    /// Zeros for an attention without a bias table, as [`Self::position_bias`].
+    ///
+    /// # Shapes
+    /// - output: `[1, heads, len]`
+    pub fn causal_bias_by_distance(
+        &self,
+        len: usize,
+        buckets: (usize, usize),
+        device: &Device,
+    ) -> Tensor<3> {
+        // Query `len − 1` attending to keys `0..len`: key `k` is `len − 1 − k` positions back.
+        self.position_bias(len - 1, 1, len, false, buckets, device)
+            .reshape([1, self.n_heads, len])
+    }
+}
+
 /// T5's bucketing of a relative position (`key − query`): exact buckets for small distances,
 /// logarithmic ones up to `max_distance`, and, when bidirectional, half the buckets for
 /// positive distances. The logarithm is taken in f32, as the reference does.

@@ -206,10 +206,20 @@ impl SwitchModel {
         })
     }
 
-    /// A fresh decoder cache for `encoded` (cross-attention keys and values computed once).
-    pub fn start_decoding(&self, encoded: &Encoded) -> DecoderCache {
+    /// A fresh decoder cache for `encoded`: what every step reuses (cross-attention keys,
+    /// values and padding bias; the self-attention's position biases) computed once.
+    pub fn start_decoding(&self, config: &SwitchConfig, encoded: &Encoded) -> DecoderCache {
         let mut cache = DecoderCache::default();
-        self.decoder.prepare_cross(&encoded.hidden, &mut cache);
+        let buckets = (
+            config.relative_attention_num_buckets,
+            config.relative_attention_max_distance,
+        );
+        self.decoder.prepare(
+            &encoded.hidden,
+            encoded.padding.clone(),
+            buckets,
+            &mut cache,
+        );
         cache
     }
 
@@ -266,7 +276,7 @@ impl SwitchModel {
             ));
         }
         let encoded = self.encode(config, input, options).await?;
-        let mut cache = self.start_decoding(&encoded);
+        let mut cache = self.start_decoding(config, &encoded);
         let (logits, decoder_routing) = self
             .decode(
                 config,

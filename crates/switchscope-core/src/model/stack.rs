@@ -32,6 +32,10 @@ pub struct Stack {
     pub final_layer_norm: LayerNorm,
 }
 
+/// The self-attention position biases [`Stack::prepare`] makes before the first step: enough
+/// for this many decoded positions (the table doubles when a longer generation needs it).
+const FIRST_STEP_BIAS: usize = 256;
+
 /// Cached keys and values of one decoder: self-attention grows by one position per step,
 /// cross-attention is computed once from the encoder output.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +44,11 @@ pub struct DecoderCache {
     pub cross_kv: Vec<KeyValue>,
     /// Positions already decoded.
     pub len: usize,
+    /// The cross-attention's padding bias, `[batch, 1, 1, seq]` (made once per prompt).
+    pub cross_bias: Option<Tensor<4>>,
+    /// The self-attention's causal position bias by distance (one query), `[1, heads, len]`
+    /// ([`Attention::causal_bias_by_distance`]); made once, longer when a step needs it.
+    pub step_bias: Option<Tensor<3>>,
     /// Milliseconds per block of the last step, when timed (`RunOptions::block_clock`).
     pub block_ms: Vec<f64>,
 }
@@ -193,8 +202,59 @@ impl Stack {
         Ok((self.final_layer_norm.forward(h), routing, laps.ms))
     }
 
+    /// Fills the cache's per-prompt constants: the cross-attention's keys and values from the
+    /// encoder output, its padding bias, and the first self-attention position biases.
+    ///
+    /// # Shapes
+    /// - `encoded`: `[batch, seq, d_model]`; `encoder_padding`: `[batch, 1, 1, seq]`
+    pub fn prepare(
+        &self,
+        encoded: &Tensor<3>,
+        encoder_padding: Tensor<4, Bool>,
+        buckets: (usize, usize),
+        cache: &mut DecoderCache,
+    ) {
+        let device = encoded.device();
+        let [_, _, _, s] = encoder_padding.dims();
+        cache.cross_bias = Some(apply_mask(
+            Tensor::zeros([1, 1, 1, s], &device),
+            encoder_padding,
+        ));
+        self.step_bias(cache, FIRST_STEP_BIAS - 1, buckets, &device);
+        self.prepare_cross(encoded, cache);
+    }
+
+    /// One query's self-attention position bias at position `past` (causal: keys
+    /// `0..=past`), narrowed from the cache's table (made or lengthened here when needed).
+    ///
+    /// # Shapes
+    /// - output: `[1, heads, 1, past + 1]`
+    fn step_bias(
+        &self,
+        cache: &mut DecoderCache,
+        past: usize,
+        buckets: (usize, usize),
+        device: &Device,
+    ) -> Tensor<4> {
+        let keys = past + 1;
+        let attention = &self.block[0].self_attention;
+        let table = match &cache.step_bias {
+            Some(table) if table.dims()[2] >= keys => table.clone(),
+            _ => {
+                let len = keys.next_power_of_two().max(FIRST_STEP_BIAS);
+                let table = attention.causal_bias_by_distance(len, buckets, device);
+                cache.step_bias = Some(table.clone());
+                table
+            }
+        };
+        let [_, heads, len] = table.dims();
+        table
+            .narrow(2, len - keys, keys)
+            .reshape([1, heads, 1, keys])
+    }
+
     /// Fills `cache.cross_kv` from the encoder output (once per prompt).
-    pub fn prepare_cross(&self, encoded: &Tensor<3>, cache: &mut DecoderCache) {
+    fn prepare_cross(&self, encoded: &Tensor<3>, cache: &mut DecoderCache) {
         cache.cross_kv = self
             .block
             .iter()
@@ -224,18 +284,25 @@ impl Stack {
         let past = cache.len;
         let mut laps = Laps::new(run.block_clock);
         let keys = past + t;
-        let bias = self.block[0].self_attention.position_bias(
-            past,
-            t,
-            keys,
-            false,
-            (run.num_buckets, run.max_distance),
-            &device,
-        );
-        let bias = apply_mask(bias, causal_mask(b, past, t, &device));
-        let [_, _, _, s] = encoder_padding.dims();
-        let heads = self.block[0].self_attention.n_heads;
-        let cross_bias = apply_mask(Tensor::zeros([1, heads, t, s], &device), encoder_padding);
+        let buckets = (run.num_buckets, run.max_distance);
+        let bias = if t == 1 {
+            // One query: nothing after it to mask, and the bias is a narrowed constant.
+            self.step_bias(cache, past, buckets, &device)
+        } else {
+            let bias = self.block[0]
+                .self_attention
+                .position_bias(past, t, keys, false, buckets, &device);
+            apply_mask(bias, causal_mask(b, past, t, &device))
+        };
+        let cross_bias = match &cache.cross_bias {
+            Some(bias) => bias.clone(),
+            None => {
+                let [_, _, _, s] = encoder_padding.dims();
+                let bias = apply_mask(Tensor::zeros([1, 1, 1, s], &device), encoder_padding);
+                cache.cross_bias = Some(bias.clone());
+                bias
+            }
+        };
         let mut routing = vec![Vec::new(); b];
         let fresh = cache.self_kv.is_empty();
         for (i, block) in self.block.iter().enumerate() {

@@ -118,7 +118,7 @@ impl Switch {
         }
         let mut output = vec![config.decoder_start()];
         let mut steps = Vec::new();
-        let mut cache = model.start_decoding(&encoded);
+        let mut cache = model.start_decoding(config, &encoded);
         let mut rng = SplitMix64::new(match options.sampling {
             Sampling::Sample { seed, .. } => seed,
             Sampling::Greedy => 0,
@@ -136,6 +136,8 @@ impl Switch {
                 // The whole prefix again, reusing the cross-attention keys and values.
                 let mut fresh = DecoderCache {
                     cross_kv: cache.cross_kv.clone(),
+                    cross_bias: cache.cross_bias.clone(),
+                    step_bias: cache.step_bias.clone(),
                     ..DecoderCache::default()
                 };
                 let (logits, routing) = model
