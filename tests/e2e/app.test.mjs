@@ -84,7 +84,7 @@ let webgpuOutput;
 test('WebGPU: a masked prompt streams an answer and every routing decision is shown', async () => {
   const browser = await launch({ webgpu: true });
   try {
-    const run = await generate(browser, { prefetch: '0' });
+    const run = await generate(browser, { prefetch: '0', backend: 'webgpu' });
     const { page } = browser;
     assert.equal(run.backend, 'webgpu');
     assert.ok(run.output.length > 0, 'some text was generated');
@@ -139,6 +139,12 @@ test('WebGPU: a masked prompt streams an answer and every routing decision is sh
     const png = await download(page, 'export-png');
     assert.deepEqual([...png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
 
+    // The Performance panel counts the decode steps' device work: kernels, and the host
+    // waiting for each sparse decoder layer's routing and for the logits.
+    const work = page.getByTestId('device-work');
+    assert.ok(Number(await work.getAttribute('data-dispatches')) > 10, await work.innerText());
+    assert.equal(Number(await work.getAttribute('data-host-waits')), 3, await work.innerText());
+
     // Hovering a cell shows the router's distribution for that token.
     await page.getByTestId('route-cell').first().hover();
     await page.getByTestId('token-detail').waitFor();
@@ -166,6 +172,9 @@ test('CPU fallback: the same greedy text without WebGPU (and per-layer times)', 
     mkdirSync(ARTIFACTS, { recursive: true });
     writeFileSync(join(ARTIFACTS, 'long-tasks.json'), JSON.stringify(run.longTasks, null, 2));
     console.log(`long tasks while generating (CPU backend): ${JSON.stringify(run.longTasks)}`);
+    // No kernels on the CPU; with layers timed, the host also waits after every block.
+    const work = browser.page.getByTestId('device-work');
+    assert.equal(Number(await work.getAttribute('data-dispatches')), 0, await work.innerText());
     const times = await browser.page.getByTestId('layer-times').innerText();
     assert.match(times, /encoder 0: [\d.]+ .*decoder 0: [\d.]+/);
     await screenshot(browser.page, 'app-cpu-done');

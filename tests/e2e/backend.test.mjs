@@ -37,8 +37,8 @@ function maxAbsDiff(a, b) {
 
 let webgpuResult;
 
-test('with WebGPU the page computes on webgpu and matches the CPU', async () => {
-  const run = await probe('/', { webgpu: true });
+test('?backend=webgpu computes on webgpu and matches the CPU', async () => {
+  const run = await probe('/?backend=webgpu', { webgpu: true });
   try {
     assert.equal(run.state, 'done', run.error);
     assert.equal(run.backend, 'webgpu');
@@ -47,6 +47,20 @@ test('with WebGPU the page computes on webgpu and matches the CPU', async () => 
     await run.page.getByTestId('adapter').waitFor();
     await screenshot(run.page, 'backend-webgpu');
     webgpuResult = run.result;
+  } finally {
+    await run.browser.close();
+  }
+});
+
+test('auto on a software adapter (SwiftShader) takes the CPU and says why', async () => {
+  const run = await probe('/', { webgpu: true });
+  try {
+    assert.equal(run.state, 'done', run.error);
+    assert.equal(run.backend, 'cpu');
+    assert.equal(run.match, 'yes');
+    const reason = await run.page.getByTestId('probe-backend-reason').innerText();
+    assert.match(reason, /software renderer \(SwiftShader\), slower than the CPU path; backend=webgpu uses it anyway/);
+    await screenshot(run.page, 'backend-auto-software');
   } finally {
     await run.browser.close();
   }

@@ -240,7 +240,7 @@ test('unusual Unicode (emoji, right-to-left, combining marks, NUL) runs like any
 
 test('a lost GPU device: the page switches to the CPU, loads the model again and gives the same text', async () => {
   await withBrowser({ webgpu: true }, async ({ page }) => {
-    assert.equal(await open(page, { backend: 'auto', max_new_tokens: '64' }), 'idle');
+    assert.equal(await open(page, { backend: 'webgpu', max_new_tokens: '64' }), 'idle');
     assert.equal((await page.getByTestId('backend').innerText()).trim(), 'webgpu');
     const onGpu = await generate(page);
     assert.ok(onGpu.output, onGpu.error);

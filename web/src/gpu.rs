@@ -54,12 +54,19 @@ pub async fn find_adapter() -> Result<AdapterInfo, String> {
         .filter_map(|f| f.as_string())
         .collect();
     features.sort();
+    let fallback = [
+        get(&info, "isFallbackAdapter"),
+        get(&adapter, "isFallbackAdapter"),
+    ]
+    .iter()
+    .any(|f| f.as_bool() == Some(true));
     Ok(AdapterInfo {
         vendor: get_string(&info, "vendor"),
         architecture: get_string(&info, "architecture"),
         device: get_string(&info, "device"),
         description: get_string(&info, "description"),
         features,
+        fallback,
     })
 }
 

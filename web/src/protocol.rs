@@ -244,9 +244,41 @@ pub struct AdapterInfo {
     pub description: String,
     /// `GPUAdapter.features`, sorted.
     pub features: Vec<String>,
+    /// `GPUAdapterInfo.isFallbackAdapter` (or the older `GPUAdapter.isFallbackAdapter`): the
+    /// browser says the adapter is slow (software) or limited.
+    #[serde(default)]
+    pub fallback: bool,
 }
 
+/// Software renderers that offer WebGPU on the CPU, as their adapters name themselves.
+const SOFTWARE_RENDERERS: &[(&str, &str)] = &[
+    ("swiftshader", "SwiftShader"),
+    ("llvmpipe", "llvmpipe"),
+    ("lavapipe", "lavapipe"),
+    ("softpipe", "softpipe"),
+    ("basic render", "Microsoft Basic Render Driver"),
+];
+
 impl AdapterInfo {
+    /// The software renderer behind this adapter (named by its vendor, architecture, device or
+    /// description, or flagged by the browser as a fallback adapter), or `None` for hardware.
+    pub fn software(&self) -> Option<&'static str> {
+        let named = [
+            &self.vendor,
+            &self.architecture,
+            &self.device,
+            &self.description,
+        ]
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .find_map(|s| {
+            SOFTWARE_RENDERERS
+                .iter()
+                .find_map(|(key, name)| s.contains(key).then_some(*name))
+        });
+        named.or(self.fallback.then_some("a fallback adapter"))
+    }
+
     /// Whether the adapter offers 16-bit floats in shaders.
     pub fn has_f16(&self) -> bool {
         self.features.iter().any(|f| f == "shader-f16")

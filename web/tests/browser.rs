@@ -112,6 +112,40 @@ fn preference_rejects_unknown_names() {
     );
 }
 
+/// Software renderers are recognised by the names their adapters give (or the browser's
+/// fallback flag); this browser's adapter (SwiftShader) is one.
+#[wasm_bindgen_test]
+async fn software_adapters_are_recognised() {
+    use switchscope_web::protocol::AdapterInfo;
+    let named = |vendor: &str, architecture: &str, description: &str| AdapterInfo {
+        vendor: vendor.into(),
+        architecture: architecture.into(),
+        description: description.into(),
+        ..AdapterInfo::default()
+    };
+    assert_eq!(
+        named("google", "swiftshader", "").software(),
+        Some("SwiftShader")
+    );
+    assert_eq!(
+        named("mesa", "", "llvmpipe (LLVM 19.1.7, 256 bits)").software(),
+        Some("llvmpipe")
+    );
+    assert_eq!(
+        named("microsoft", "", "Microsoft Basic Render Driver").software(),
+        Some("Microsoft Basic Render Driver")
+    );
+    assert_eq!(named("nvidia", "hopper", "NVIDIA H200").software(), None);
+    assert_eq!(named("apple", "metal-3", "").software(), None);
+    let flagged = AdapterInfo {
+        fallback: true,
+        ..named("intel", "gen-12lp", "")
+    };
+    assert_eq!(flagged.software(), Some("a fallback adapter"));
+    let here = gpu::find_adapter().await.expect("WebGPU on SwiftShader");
+    assert_eq!(here.software(), Some("SwiftShader"), "{here:?}");
+}
+
 #[wasm_bindgen_test]
 async fn cpu_backend_in_wasm_matches_reference() {
     let got = probe::run(&cpu_device()).await.unwrap();

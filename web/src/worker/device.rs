@@ -38,6 +38,12 @@ async fn choose(
         ));
     }
     match gpu::find_adapter().await {
+        // A software renderer runs WebGPU on the CPU through a graphics driver: our wasm CPU
+        // path is faster there (docs/BENCHMARKS.md §2), so `auto` takes it.
+        Ok(adapter) if preference == BackendPreference::Auto && adapter.software().is_some() => {
+            let reason = software_reason(adapter.software().unwrap_or_default());
+            Ok((BackendKind::Cpu, Some(adapter), Some(reason)))
+        }
         Ok(adapter) => Ok((BackendKind::Webgpu, Some(adapter), None)),
         Err(reason) if preference == BackendPreference::Auto => {
             Ok((BackendKind::Cpu, None, Some(reason)))
@@ -46,6 +52,14 @@ async fn choose(
             "WebGPU was requested (backend=webgpu) but {reason}"
         )),
     }
+}
+
+/// Why `auto` took the CPU on a software WebGPU adapter.
+pub(crate) fn software_reason(renderer: &str) -> String {
+    format!(
+        "the WebGPU adapter is a software renderer ({renderer}), slower than the CPU path; \
+         backend=webgpu uses it anyway"
+    )
 }
 
 /// The backend and device for `preference`, with the adapter and the reason for a fallback.
