@@ -432,3 +432,54 @@ fn sequences_longer_than_the_router_kernel_still_run() {
     assert_eq!(ours[0].len(), len);
     assert_eq!(ours, encode(true));
 }
+
+/// Greedy decoding's pick on the device is the reference's, ties, NaN and −∞ included, over
+/// lengths around the cube's 256 units; the embedding kernel copies the row the pick names.
+#[test]
+fn argmax_and_embed_kernels_match_their_references() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x05ee_da11);
+    let pick = |values: &[f32]| {
+        let t = tensor(values.to_vec(), [1, values.len()], &device);
+        let token = kernels::argmax(&gpu, t).unwrap();
+        (
+            pollster::block_on(kernels::read_token(&gpu, &token)).unwrap(),
+            token,
+        )
+    };
+    for len in [1, 7, 255, 256, 257, 6000, 32128] {
+        let mut values = rng.values(len);
+        assert_eq!(
+            pick(&values).0 as usize,
+            reference::argmax(&values),
+            "len {len}"
+        );
+        // a tie between two places: the lower wins
+        let (a, b) = (len / 3, len - 1);
+        values[a] = 5.0;
+        values[b] = 5.0;
+        assert_eq!(pick(&values).0 as usize, a, "tie, len {len}");
+        // NaN is never the largest, unless it comes first (nothing beats it then)
+        values[a] = f32::NAN;
+        assert_eq!(
+            pick(&values).0 as usize,
+            reference::argmax(&values),
+            "NaN, len {len}"
+        );
+        values[0] = f32::NAN;
+        assert_eq!(pick(&values).0, 0, "NaN first, len {len}");
+        let lows = vec![f32::NEG_INFINITY; len];
+        assert_eq!(pick(&lows).0, 0, "all −∞, len {len}");
+    }
+    let err = kernels::argmax(&gpu, tensor(vec![1.0; 4], [2, 2], &device)).unwrap_err();
+    assert!(err.to_string().contains("one non-empty row"), "{err}");
+
+    let (vocab, width) = (300, 37);
+    let table = rng.values(vocab * width);
+    let mut logits = vec![0.0; vocab];
+    logits[211] = 1.0;
+    let (id, token) = pick(&logits);
+    assert_eq!(id, 211);
+    let row = kernels::embed(&gpu, tensor(table.clone(), [vocab, width], &device), &token).unwrap();
+    assert_eq!(read(row), table[211 * width..212 * width].to_vec());
+}

@@ -1,4 +1,5 @@
-//! The sparse layer's feed-forward and the router's decision, launched on burn tensors.
+//! The sparse layer's feed-forward, the router's decision and greedy decoding's pick, launched
+//! on burn tensors.
 
 // Buffers are bound to kernels with their lengths (CubeCL's `BufferArg::from_raw_parts`, an
 // `unsafe` function: a wrong length could let a kernel read or write out of bounds). Every
@@ -9,6 +10,7 @@
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation};
 use cubecl::prelude::*;
 
+use super::argmax::{self, argmax_kernel, embed_kernel};
 use super::gpu::{FUSED_MAX_TOKENS, Gpu};
 use super::quant_matrix::{Io, QuantExpert, QuantMatrix};
 use super::router::{self, route_kernel};
@@ -193,4 +195,82 @@ pub fn route(gpu: &Gpu, logits: Tensor<2>, seq: usize) -> Result<Tensor<2>, Core
         experts as u32,
     );
     Ok(gpu.tensor(out, [rows, experts + 2]))
+}
+
+/// A token id chosen on the device (one `u32` in a device buffer): the next step's embedding
+/// reads it there, and the host reads it back when it needs it.
+#[derive(Clone)]
+pub struct DeviceToken(cubecl::server::Handle);
+
+impl std::fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceToken")
+    }
+}
+
+/// Greedy decoding's pick on the device: the index of the largest of `logits` (`[1, vocab]`),
+/// ties to the lowest, as [`super::reference::argmax`].
+///
+/// # Errors
+/// [`CoreError::Execution`] when `logits` is not an f32 tensor on this GPU;
+/// [`CoreError::Input`] for an empty row or more than one.
+pub fn argmax(gpu: &Gpu, logits: Tensor<2>) -> Result<DeviceToken, CoreError> {
+    let [rows, len] = logits.dims();
+    if rows != 1 || len == 0 {
+        return Err(CoreError::Input(format!(
+            "the argmax kernel takes one non-empty row, got [{rows}, {len}]"
+        )));
+    }
+    let (l, l_len) = gpu.buffer(logits)?;
+    let out = gpu.client.empty(4);
+    argmax_kernel::launch(
+        &gpu.client,
+        CubeCount::Static(1, 1, 1),
+        CubeDim::new_1d(argmax::UNITS),
+        // SAFETY: the lengths are the buffers' element counts.
+        unsafe { BufferArg::from_raw_parts(l, l_len) },
+        unsafe { BufferArg::from_raw_parts(out.clone(), 1) },
+        len as u32,
+    );
+    Ok(DeviceToken(out))
+}
+
+/// Row `token` of the embedding `table` (`[vocab, d_model]`), read on the device: `[1, d_model]`.
+/// The id must be below `vocab` (an argmax over this model's logits is).
+///
+/// # Errors
+/// [`CoreError::Execution`] when `table` is not an f32 tensor on this GPU.
+pub fn embed(gpu: &Gpu, table: Tensor<2>, token: &DeviceToken) -> Result<Tensor<2>, CoreError> {
+    let [_, width] = table.dims();
+    let (t, t_len) = gpu.buffer(table)?;
+    let out = gpu.client.empty(width * 4);
+    embed_kernel::launch(
+        &gpu.client,
+        CubeCount::Static((width as u32).div_ceil(argmax::UNITS), 1, 1),
+        CubeDim::new_1d(argmax::UNITS),
+        // SAFETY: the lengths are the buffers' element counts.
+        unsafe { BufferArg::from_raw_parts(t, t_len) },
+        unsafe { BufferArg::from_raw_parts(token.0.clone(), 1) },
+        unsafe { BufferArg::from_raw_parts(out.clone(), width) },
+        width as u32,
+    );
+    Ok(gpu.tensor(out, [1, width]))
+}
+
+/// The token's id, read back (the caller counts the host wait when it awaits this).
+///
+/// # Errors
+/// [`CoreError::Execution`] when the device fails.
+pub async fn read_token(gpu: &Gpu, token: &DeviceToken) -> Result<u32, CoreError> {
+    let bytes = gpu
+        .client
+        .read_async(vec![token.0.clone()])
+        .await
+        .map_err(|e| CoreError::Execution(format!("reading a token back: {e:?}")))?;
+    let word: [u8; 4] = bytes
+        .first()
+        .and_then(|b| b.get(..4))
+        .and_then(|w| w.try_into().ok())
+        .ok_or_else(|| CoreError::Execution("a token read back short".into()))?;
+    Ok(u32::from_le_bytes(word))
 }

@@ -6,6 +6,8 @@
 //!   the routing weight applied on the way out, and the expert's gather/scatter of its tokens
 //!   folded into the same launch; two launches make an expert's feed-forward.
 //! - [`router`](router/index.html): softmax, top-1 and expert capacity for whole sequences.
+//! - [`argmax`](argmax/index.html): greedy decoding's pick and the next step's embedding, so
+//!   that the next token stays on the device.
 //!
 //! [`gpu`](gpu/index.html) is the device they run on, [`quant_matrix`](quant_matrix/index.html)
 //! the experts' matrices resident on it, and [`launch`](launch/index.html) runs the sparse layer's
@@ -16,6 +18,8 @@
 
 pub mod reference;
 
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod argmax;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod gpu;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
@@ -30,6 +34,8 @@ pub mod router;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use gpu::{FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES};
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
-pub use launch::{Assignment, quant_matmul, route, sparse_ffn};
+pub use launch::{
+    Assignment, DeviceToken, argmax, embed, quant_matmul, read_token, route, sparse_ffn,
+};
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use quant_matrix::{QuantExpert, QuantMatrix};

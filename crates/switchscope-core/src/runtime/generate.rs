@@ -146,9 +146,11 @@ impl Switch {
                 (logits, routing, fresh.block_ms)
             };
             let [_, t, v] = logits.dims();
-            let last = read_f32(logits.narrow(1, t - 1, 1)).await?;
-            debug_assert_eq!(last.len(), v);
-            let token = pick(&last, options.sampling, &mut rng);
+            let last = logits.narrow(1, t - 1, 1).reshape([1, v]);
+            let token = match self.device_pick(&last, options.sampling).await? {
+                Some(token) => token,
+                None => pick(&read_f32(last).await?, options.sampling, &mut rng),
+            };
             let step = Step {
                 token,
                 routing: routing.pop().unwrap_or_default(),
@@ -172,6 +174,27 @@ impl Switch {
             steps,
             decode_counts,
         })
+    }
+}
+
+impl Switch {
+    /// Greedy decoding's pick made on the GPU (only the id is read back: a host wait), or
+    /// `None` on the CPU and for sampling (which stays on the host: it uses f64 and a 64-bit
+    /// generator).
+    #[allow(clippy::unused_async)]
+    async fn device_pick(
+        &self,
+        logits: &burn::tensor::Tensor<2>,
+        sampling: Sampling,
+    ) -> Result<Option<u32>, CoreError> {
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        if let (Some(gpu), Sampling::Greedy) = (&self.gpu, sampling) {
+            let token = crate::kernels::argmax(gpu, logits.clone())?;
+            crate::counters::host_wait();
+            return Ok(Some(crate::kernels::read_token(gpu, &token).await?));
+        }
+        let _ = (logits, sampling);
+        Ok(None)
     }
 }
 

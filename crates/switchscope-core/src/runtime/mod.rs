@@ -75,6 +75,9 @@ pub struct Switch {
     model: SwitchModel,
     store: Option<Arc<ExpertStore>>,
     device: Device,
+    /// Our kernels' context when the device is a GPU (greedy decoding picks there).
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    gpu: Option<crate::kernels::Gpu>,
 }
 
 impl Switch {
@@ -144,6 +147,8 @@ impl Switch {
             model,
             store,
             device: device.clone(),
+            #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+            gpu: crate::kernels::Gpu::of(device),
         })
     }
 
