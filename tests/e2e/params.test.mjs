@@ -137,3 +137,39 @@ test('Mask masks the selection; spans=all decodes past the prompt’s spans', as
     await browser.close();
   }
 });
+
+test('the preset menu fills the prompt and its max new tokens; the default is English → Spanish', async () => {
+  const browser = await launch({ webgpu: false });
+  try {
+    const { page } = browser;
+    await page.goto(appUrl({}));
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
+    const preset = page.getByTestId('preset');
+    const box = page.getByTestId('prompt');
+    const tokens = page.getByTestId('max-new-tokens');
+    assert.equal(await preset.inputValue(), 'en-es');
+    assert.match(await box.inputValue(), /^translate English to Spanish: /);
+    assert.equal(await tokens.inputValue(), '64');
+    assert.match(await page.getByTestId('preset-provenance').innerText(), /held-out verse.*not in the training data/);
+    await screenshot(page, 'params-preset-default');
+
+    await preset.selectOption('prose');
+    assert.match(await box.inputValue(), /<extra_id_0>/);
+    assert.equal(await tokens.inputValue(), '24');
+    assert.match(await page.getByTestId('preset-provenance').innerText(), /in the training data/);
+
+    // Typing makes it the user's own text; the URL's preset= chooses another start.
+    await box.fill('translate Spanish to English: Y dijo Dios.');
+    assert.equal(await preset.inputValue(), '');
+    assert.equal(await page.getByTestId('preset-provenance').innerText(), '');
+    await page.goto(appUrl({ preset: 'es-en' }));
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
+    assert.equal(await preset.inputValue(), 'es-en');
+    assert.match(await box.inputValue(), /^translate Spanish to English: /);
+    await page.goto(appUrl({ preset: 'fr-de' }));
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'error');
+    assert.match(await page.getByTestId('error').innerText(), /unknown preset="fr-de"/);
+  } finally {
+    await browser.close();
+  }
+});

@@ -11,6 +11,7 @@ use crate::components::shard_panel::ShardPanel;
 use crate::components::stats::{CapacityWhatIf, ExpertLoad, Performance};
 use crate::ctx::Ctx;
 use crate::embed::is_embed;
+use crate::presets::{PRESETS, starting_prompt};
 use crate::state::AppState;
 use crate::url::{
     DEFAULT_MODEL, backend_preference, budget_from_url, model_url, settings_from_url, url_parameter,
@@ -19,13 +20,16 @@ use crate::url::{
 /// The whole page.
 #[component]
 pub fn App() -> impl IntoView {
+    let mut settings = settings_from_url().unwrap_or_default();
+    let (prompt, preset_error) = match starting_prompt(url_parameter, &mut settings) {
+        Ok(prompt) => (prompt, None),
+        Err(e) => (PRESETS[0].prompt.to_owned(), Some(e)),
+    };
     let url_error = backend_preference()
         .and_then(|b| Ok((b, settings_from_url()?, budget_from_url()?, model_url()?)))
-        .err();
-    let settings = settings_from_url().unwrap_or_default();
-    let prompt = url_parameter("prompt").unwrap_or_else(|| {
-        "Fellow-Citizens of the Senate and of the House of <extra_id_0>:".into()
-    });
+        .err()
+        .map(|e| e.to_string())
+        .or(preset_error);
     let state = AppState::new(settings, prompt);
     state.budget_mb.set(budget_from_url().ok().flatten());
     state
@@ -40,7 +44,7 @@ pub fn App() -> impl IntoView {
     };
     provide_context(ctx);
     match url_error {
-        Some(e) => ctx.fail(e.to_string()),
+        Some(e) => ctx.fail(e),
         None => ctx.load(),
     }
     let embed = is_embed();

@@ -11,7 +11,7 @@
 //!   storage) (feature `text`): the Leptos UI and the tokenizer, in the page's binary.
 //! - [`gpu`]: WebGPU adapter discovery through `navigator.gpu` (page or worker).
 //! - [`page`]: the page's own logic without the DOM (trace, exports, URL parameters,
-//!   permalink), tested as it is.
+//!   permalink), tested as it is; [`presets`]: the prompt menu's tasks.
 
 #[cfg(feature = "text")]
 pub mod app;
@@ -26,6 +26,7 @@ pub mod error;
 pub mod gpu;
 pub mod js;
 pub mod page;
+pub mod presets;
 pub mod protocol;
 #[cfg(feature = "text")]
 pub mod pwa;

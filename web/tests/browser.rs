@@ -13,6 +13,8 @@ wasm_bindgen_test_configure!(run_in_dedicated_worker);
 /// The page's own logic (`switchscope_web::page`).
 #[path = "browser/page.rs"]
 mod page;
+#[path = "browser/presets.rs"]
+mod presets;
 
 #[wasm_bindgen_test]
 fn requests_round_trip_as_json() {

@@ -5,6 +5,7 @@ use wasm_bindgen::JsCast;
 
 use crate::ctx::Ctx;
 use crate::page::MAX_NEW_TOKENS;
+use crate::presets::{PRESETS, preset, preset_of};
 use crate::protocol::Sampling;
 use crate::spans::Filled;
 use crate::state::Status;
@@ -86,6 +87,22 @@ pub fn PromptPanel() -> impl IntoView {
     view! {
         <section class="panel prompt" aria-labelledby="prompt-title">
             <h2 id="prompt-title">"Prompt"</h2>
+            <label class="preset">"Preset "
+                <select data-testid="preset"
+                    prop:value=move || preset_of(&state.prompt.get()).map_or("", |p| p.id)
+                    on:change=move |ev| {
+                        if let Ok(p) = preset(&event_target_value(&ev)) {
+                            state.prompt.set(p.prompt.to_owned());
+                            state.settings.update(|s| s.max_new_tokens = p.max_new_tokens);
+                        }
+                    }>
+                    <option value="">"Your own text"</option>
+                    {PRESETS.iter().map(|p| view! { <option value=p.id>{p.label}</option> }).collect_view()}
+                </select>
+            </label>
+            <p class="hint" data-testid="preset-provenance">
+                {move || preset_of(&state.prompt.get()).map(|p| p.provenance)}
+            </p>
             <p class="hint">
                 "Mark spans for the model to fill in with " <code>"<extra_id_0>"</code>
                 ", " <code>"<extra_id_1>"</code> ", … — type them, or select text and press Mask."
