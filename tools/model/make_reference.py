@@ -4,7 +4,9 @@
     python tools/model/make_reference.py [--hf tools/model/work/hf] [--model public/models/switchscope-mini]
                                          [--cli PATH_TO_switchscope]
 
-For a few held-out fill-in examples (text with <extra_id_0>, taken from the evaluation split):
+For a few held-out examples of the model's two kinds of prompt: fill-ins (text with <extra_id_0>,
+taken from the evaluation split) and translations (held-out verses of tools/model/heldout/ with
+the task prefix, e.g. "translate English to Spanish: <KJV verse>"):
 
   f32      greedy ids of the ORIGINAL float32 PyTorch checkpoint (the HF directory);
   shipped  the same model with the SHIPPED weights: every dense tensor read back from the model
@@ -17,6 +19,10 @@ For a few held-out fill-in examples (text with <extra_id_0>, taken from the eval
 
 The runtime dequantizes the shards the same way, so its routing must equal `shipped.routing`
 and its greedy output on the int8 model should equal `f32.output_ids` (and `shipped.output_ids`).
+Every example is decoded for the same MAX_NEW_TOKENS (the fixture's `generate.max_new_tokens`,
+which the tests use for all of them), so a translation may be the beginning of the answer. Each
+example's `task` is "fill-in", "en-es" or "es-en". At least one fill-in's answer must go on past
+<extra_id_1>, the sentinel that ends its one span (the web tests of the span stop use it).
 With --cli the script runs `switchscope generate` and `switchscope forward` on the model directory
 and reports whether they agree (printed, not stored).
 """
@@ -44,6 +50,9 @@ from safetensors.numpy import load_file  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 from transformers import SwitchTransformersForConditionalGeneration  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tasks  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 MAX_NEW_TOKENS = 16
@@ -67,6 +76,16 @@ SNIPPET_WORDS = 22
 # int8 rounding flips) is skipped for the next held-out document of the same source, at most this
 # many tries; the number skipped is recorded.
 CANDIDATES = 5
+# Translation examples: per direction, this many of the first held-out verses whose prompt
+# (prefix, verse, </s>) has at most TRANSLATION_MAX_INPUT tokens, so that no expert's capacity
+# (expert_capacity tokens per sequence) can drop a token, and whose reference translation (with
+# </s>) fits in MAX_NEW_TOKENS, so that a good answer is not cut short; a verse whose greedy
+# output differs between the f32 and the shipped weights is skipped like a fill-in candidate.
+TRANSLATIONS = {"en-es": 2, "es-en": 2}
+TRANSLATION_MAX_INPUT = 32
+# Held-out fill-in candidates searched for one whose answer goes on past its span, when none of
+# the chosen ones does.
+PAST_SPAN_CANDIDATES = 25
 
 
 def load_eval(work: Path) -> dict[str, list[dict]]:
@@ -106,6 +125,26 @@ def fill_in_candidates(work: Path, per_source: int = CANDIDATES) -> list[list[di
                 break
         out.append(cands)
     return out
+
+
+def translation_candidates(tok, direction: str, max_input: int = TRANSLATION_MAX_INPUT,
+                           max_target: int = MAX_NEW_TOKENS) -> list[dict]:
+    """The held-out verses of `direction` whose prompt has at most `max_input` tokens and whose
+    reference at most `max_target` (both with </s>), in file order."""
+    out = []
+    path = HERE / "heldout" / f"{direction}.tsv"
+    for line_no, (src, ref) in enumerate(tasks.heldout_pairs(path), start=1):
+        text = tasks.PREFIXES[direction] + src
+        if len(tok.encode(text).ids) <= max_input and len(tok.encode(ref).ids) <= max_target:
+            out.append({"source": direction, "task": direction, "doc_id": f"tools/model/heldout/{path.name}:{line_no}",
+                        "text": text, "reference": ref})
+    return out
+
+
+def goes_past_span(output_ids: list[int], vocab_size: int) -> bool:
+    """Whether a one-span answer goes on past <extra_id_1> (the sentinel that ends it) by at least
+    two more tokens, as tests/e2e/params.test.mjs looks for."""
+    return (vocab_size - 2) in output_ids[:-2]
 
 
 def fill_in_examples(work: Path) -> list[dict]:
@@ -245,15 +284,22 @@ def main() -> int:
     examples = []
     agree = total = 0
     skipped = []
-    for cands in fill_in_candidates(args.work):
+
+    def pick(cands: list[dict]) -> tuple[dict, list[int], list[int], list[int], float, float]:
+        """The first candidate whose greedy ids are the same with the f32 and the shipped weights
+        (the last one when none is); the others tried are recorded in `skipped`."""
         for ci, ex in enumerate(cands):
             ids = tok.encode(ex["text"]).ids
-            assert ids[-1] == cfg.eos_token_id and cfg.vocab_size - 1 in ids, (ex, ids)
+            assert ids[-1] == cfg.eos_token_id, (ex, ids)
             out_f32, m_f32 = greedy(model, ids)
             out_sh, m_sh = greedy(shipped, ids)
             if out_f32 == out_sh or ci == len(cands) - 1:
-                break
+                return ex, ids, out_f32, out_sh, m_f32, m_sh
             skipped.append({"source": ex["source"], "doc_id": ex["doc_id"], "text": ex["text"]})
+        raise ValueError("no candidates")
+
+    def record(ex: dict, ids: list[int], out_f32: list[int], out_sh: list[int], m_f32: float, m_sh: float) -> None:
+        nonlocal agree, total
         routing = teacher_forced_routing(shipped, rec_shipped, ids, out_sh)
         routing_f32 = teacher_forced_routing(model, rec_f32, ids, out_sh)
         for a, b in zip(routing, routing_f32):
@@ -261,9 +307,11 @@ def main() -> int:
             total += len(a["expert"])
         examples.append({
             "source": ex["source"],
+            "task": ex.get("task", "fill-in"),
             "doc_id": ex["doc_id"],
             "text": ex["text"],
-            "masked": ex["masked"],
+            "masked": ex.get("masked"),
+            **({"reference": ex["reference"]} if "reference" in ex else {}),
             "input_ids": ids,
             "f32": {
                 "output_ids": out_f32,
@@ -281,11 +329,45 @@ def main() -> int:
             },
         })
 
+    for cands in fill_in_candidates(args.work):
+        ex, ids, out_f32, out_sh, m_f32, m_sh = pick(cands)
+        assert cfg.vocab_size - 1 in ids, (ex, ids)
+        record(ex, ids, out_f32, out_sh, m_f32, m_sh)
+    if not any(goes_past_span(e["shipped"]["output_ids"], cfg.vocab_size) for e in examples):
+        # one more held-out fill-in whose answer goes on past its span (same f32 and shipped ids)
+        chosen = {e["doc_id"] for e in examples}
+        found = None
+        for ex in (c for cands in fill_in_candidates(args.work, PAST_SPAN_CANDIDATES) for c in cands):
+            if ex["doc_id"] in chosen:
+                continue
+            ids = tok.encode(ex["text"]).ids
+            out_f32, m_f32 = greedy(model, ids)
+            out_sh, m_sh = greedy(shipped, ids)
+            if out_f32 == out_sh and goes_past_span(out_sh, cfg.vocab_size):
+                found = (ex, ids, out_f32, out_sh, m_f32, m_sh)
+                break
+        if found is None:
+            print(f"error: no held-out fill-in (first {PAST_SPAN_CANDIDATES} usable documents of each source) whose "
+                  "greedy answer goes on past <extra_id_1>; tests/e2e/params.test.mjs needs one", file=sys.stderr)
+            return 1
+        record(*found)
+    for direction, count in TRANSLATIONS.items():
+        cands = translation_candidates(tok, direction)
+        if len(cands) < count:
+            print(f"error: only {len(cands)} held-out {direction} verses have a prompt of at most "
+                  f"{TRANSLATION_MAX_INPUT} tokens and a reference of at most {MAX_NEW_TOKENS}; {count} are needed",
+                  file=sys.stderr)
+            return 1
+        for i in range(count):  # candidates i, i + count, i + 2 count, ... so that the examples differ
+            record(*pick(cands[i::count][:CANDIDATES]))
+
     manifest_bytes = (args.model / "manifest.json").read_bytes()
     ref = {
         "fixture": "switchscope-mini",
-        "description": "held-out fill-in examples: greedy ids of the f32 checkpoint, and greedy ids + "
-                       "teacher-forced routing of the shipped weights (f16 dense, dequantized int8 experts)",
+        "description": "held-out examples, fill-ins (task fill-in) and verse translations with their prefix (tasks "
+                       "en-es, es-en; decoded for the same max_new_tokens, so an answer may be cut short): greedy ids "
+                       "of the f32 checkpoint, and greedy ids + teacher-forced routing of the shipped weights (f16 "
+                       "dense, dequantized int8 experts)",
         "model_dir": "public/models/switchscope-mini",
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "generator": {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
@@ -304,7 +386,8 @@ def main() -> int:
 
     summary = {"routing_agreement_f32_vs_shipped": ref["routing_agreement_f32_vs_shipped"], "examples": []}
     for ex in examples:
-        s = {"source": ex["source"], "text": ex["text"], "masked": ex["masked"], "f32": ex["f32"]["output_text"],
+        s = {"source": ex["source"], "task": ex["task"], "text": ex["text"], "masked": ex["masked"],
+             "f32": ex["f32"]["output_text"],
              "shipped": ex["shipped"]["output_text"], "f32==shipped": ex["f32"]["output_ids"] == ex["shipped"]["output_ids"],
              "min_gap": ex["shipped"]["min_gap"], "min_margin": min(ex["f32"]["min_logit_margin"], ex["shipped"]["min_logit_margin"])}
         if args.cli:

@@ -2,7 +2,7 @@
 """Where the router sends each language: for every sparse layer, the share of each kind of
 token that goes to each expert, over held-out text.
 
-    python tools/model/routing_story.py --model DIR [--out PLOTS_DIR] [--json OUT.json]
+    python tools/model/routing_story.py --model DIR [--out PLOTS_DIR] [--json OUT.json] [--limit N]
 
 Encoder rows: the held-out verses as translation inputs (English KJV with the English -> Spanish
 prefix, Spanish RV1909 with the Spanish -> English prefix; the prefix tokens are left out) and
@@ -64,22 +64,17 @@ def shares(experts: np.ndarray, n: int) -> list[float]:
     return (counts / max(1, len(experts))).round(4).tolist()
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--work", type=Path, default=HERE / "work")
-    ap.add_argument("--out", type=Path, default=None, help="directory for routing_by_language.png")
-    ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--per-source", type=int, default=32, help="held-out chunks per corpus source")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    model, tok = score.open_model(args.model, threads=args.threads)
+def story(model, tok, work: Path, per_source: int = 32, limit: int = 0) -> dict:
+    """The routing shares of every row (see the module's description) and, per sparse layer, the
+    total variation between the English and the Spanish rows; `limit`: only the first held-out
+    verses (0: all)."""
     n = model.config.num_experts
     vocab = model.config.vocab_size
     rec = mr.Routers(model)
-
     rows = {}  # name -> (stack, experts per layer)
     pairs = tasks.heldout_pairs(HERE / "heldout" / "en-es.tsv")
+    if limit:
+        pairs = pairs[:limit]
     for direction, src_side, tgt_side, enc_name, dec_name in (
             ("en-es", 0, 1, "English verse (input)", "Spanish answer (output)"),
             ("es-en", 1, 0, "Spanish verse (input)", "English answer (output)")):
@@ -89,55 +84,79 @@ def main() -> int:
         res = route(model, rec, xs, ys, [len(prefix)] * len(xs))
         rows[enc_name] = ("encoder", [e for e, _ in res])
         rows[dec_name] = ("decoder", [d for _, d in res])
-    data = tr.tokenize_corpus(args.work)
+    data = tr.tokenize_corpus(work)
     rng = np.random.default_rng(tr.SEED + 1)
-    span_all = ([], [])
-    for s_idx, s_name in enumerate(tr.SOURCES):  # up to --per-source held-out chunks of every source
-        sel = np.flatnonzero(data["eval_source"] == s_idx)[:args.per_source]
+    span_all = []
+    for s_idx, s_name in enumerate(tr.SOURCES):  # up to `per_source` held-out chunks of every source
+        sel = np.flatnonzero(data["eval_source"] == s_idx)[:per_source]
         if len(sel) == 0:
             continue
         span = [tr.span_corrupt([int(t) for t in data["eval_chunks"][i] if t >= 0], rng, vocab) for i in sel]
         res = route(model, rec, [x for x, _ in span], [y for _, y in span], [0] * len(span))
         rows[f"{s_name} (span input)"] = ("encoder", [e for e, _ in res])
-        span_all[0].append([d for _, d in res])
-    rows["span answers (output)"] = ("decoder", [np.concatenate([d[li] for d in span_all[0]])
+        span_all.append([d for _, d in res])
+    rows["span answers (output)"] = ("decoder", [np.concatenate([d[li] for d in span_all])
                                                   for li in range(len(rec.layers))])
+    for h in rec.handles:
+        h.remove()
 
-    layers = [f"{stack} block {b}" for stack, b in rec.layers]
-    out = {"experts": n, "layers": {}}
-    for li, lname in enumerate(layers):
-        stack = rec.layers[li][0]
+    out = {"experts": n, "verses": len(pairs), "chunks_per_source": per_source, "layers": {}}
+    for li, (stack, block) in enumerate(rec.layers):
+        lname = f"{stack} block {block}"
         table = {name: shares(per[li], n) for name, (st, per) in rows.items() if st == stack}
-        out["layers"][lname] = {"shares": table}
+        out["layers"][lname] = {"stack": stack, "block": block, "shares": table,
+                                "tokens": {name: int(len(per[li])) for name, (st, per) in rows.items() if st == stack}}
         en = "English verse (input)" if stack == "encoder" else "English answer (output)"
         es = "Spanish verse (input)" if stack == "encoder" else "Spanish answer (output)"
         tv = 0.5 * float(np.abs(np.array(table[en]) - np.array(table[es])).sum())
         out["layers"][lname]["english_vs_spanish_tv"] = round(tv, 3)
         print(f"{lname}: English vs Spanish total variation {tv:.3f}", file=sys.stderr)
+    return out
 
+
+def plot(out: dict, path: Path) -> None:
+    """routing_by_language.png: one heat map per sparse layer, a row per kind of token."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = out["experts"]
+    layers = list(out["layers"])
+    fig, axes = plt.subplots(len(layers), 1, figsize=(max(8, 0.35 * n + 4), 2.2 * len(layers) + 1))
+    for ax, lname in zip(np.atleast_1d(axes), layers):
+        table = out["layers"][lname]["shares"]
+        names = list(table)
+        m = np.array([table[k] for k in names])
+        ax.imshow(m, aspect="auto", cmap="viridis", vmin=0, vmax=max(0.5, float(m.max())))
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_xticks(range(n), [str(e) for e in range(n)], fontsize=7)
+        if n <= 16:
+            for (r, c), v in np.ndenumerate(m):
+                ax.text(c, r, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if v < 0.3 else "black")
+        ax.set_title(f"{lname}: share of each row's tokens per expert "
+                     f"(English vs Spanish TV {out['layers'][lname]['english_vs_spanish_tv']:.2f})", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--out", type=Path, default=None, help="directory for routing_by_language.png")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--per-source", type=int, default=32, help="held-out chunks per corpus source")
+    ap.add_argument("--limit", type=int, default=0, help="only the first N held-out verses")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    model, tok = score.open_model(args.model, threads=args.threads)
+    out = story(model, tok, args.work, args.per_source, args.limit)
     if args.out:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(len(layers), 1, figsize=(max(8, 0.35 * n + 4), 2.2 * len(layers) + 1))
-        for ax, lname in zip(np.atleast_1d(axes), layers):
-            table = out["layers"][lname]["shares"]
-            names = list(table)
-            m = np.array([table[k] for k in names])
-            ax.imshow(m, aspect="auto", cmap="viridis", vmin=0, vmax=max(0.5, float(m.max())))
-            ax.set_yticks(range(len(names)), names, fontsize=7)
-            ax.set_xticks(range(n), [str(e) for e in range(n)], fontsize=7)
-            if n <= 16:
-                for (r, c), v in np.ndenumerate(m):
-                    ax.text(c, r, f"{100 * v:.0f}", ha="center", va="center", fontsize=6,
-                            color="white" if v < 0.3 else "black")
-            ax.set_title(f"{lname}: share of each row's tokens per expert "
-                         f"(English vs Spanish TV {out['layers'][lname]['english_vs_spanish_tv']:.2f})", fontsize=9)
-        fig.tight_layout()
-        args.out.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out / "routing_by_language.png", dpi=90)
+        plot(out, args.out / "routing_by_language.png")
     text = json.dumps(out, indent=1)
     if args.json:
         args.json.write_text(text + "\n")

@@ -85,7 +85,9 @@ def translate(model, tok: Tokenizer, prompts: list[str], batch_size: int = 32) -
     return out
 
 
-def score(model, tok: Tokenizer, limit: int = 0, show: int = 0) -> dict:
+def score(model, tok: Tokenizer, limit: int = 0, show: int = 0, keep_outputs: bool = False) -> dict:
+    """BLEU, chrF and the repetition share per direction over the first `limit` held-out verses
+    (0: all); `show` examples kept, and every output under "outputs" with `keep_outputs`."""
     res = {}
     for direction, fname in DIRECTIONS.items():
         pairs = tasks.heldout_pairs(HERE / "heldout" / fname)
@@ -100,6 +102,8 @@ def score(model, tok: Tokenizer, limit: int = 0, show: int = 0) -> dict:
             "repetition_loops": round(sum(loops(h) for h in hyps) / len(hyps), 4),
             "examples": [{"source": s, "reference": r, "output": h} for s, r, h in zip(srcs, refs, hyps)][:show],
         }
+        if keep_outputs:
+            res[direction]["outputs"] = hyps
         print(f"{direction}: BLEU {res[direction]['bleu']} chrF {res[direction]['chrf']} "
               f"loops {res[direction]['repetition_loops']:.1%} over {len(pairs)} verses", file=sys.stderr)
     return res
