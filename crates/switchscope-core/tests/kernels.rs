@@ -483,3 +483,81 @@ fn argmax_and_embed_kernels_match_their_references() {
     let row = kernels::embed(&gpu, tensor(table.clone(), [vocab, width], &device), &token).unwrap();
     assert_eq!(read(row), table[211 * width..212 * width].to_vec());
 }
+
+/// One token through a table of a layer's experts, the expert chosen by the router kernel on
+/// the device (its slot and routing weight never visit the host), gives what `sparse_ffn` gives
+/// with the same routing decided on the host; a token dropped by the capacity gives exactly 0.
+#[test]
+fn routed_table_matches_sparse_ffn() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x5EED_0007);
+    let (experts_n, d_model, d_ff) = (5, 72, 136);
+    for scheme in [Scheme::Int8, Scheme::Int4] {
+        let experts: Vec<QuantExpert> = (0..experts_n)
+            .map(|_| QuantExpert {
+                wi: QuantMatrix::upload(&gpu, &random_matrix(&mut rng, d_ff, d_model, scheme, 32))
+                    .unwrap(),
+                wo: QuantMatrix::upload(&gpu, &random_matrix(&mut rng, d_model, d_ff, scheme, 32))
+                    .unwrap(),
+            })
+            .collect();
+        let refs: Vec<&QuantExpert> = experts.iter().collect();
+        let table = kernels::ExpertTable::build(&gpu, &refs).expect("one shape, one buffer each");
+        assert_eq!(table.experts(), experts_n);
+        for trial in 0..6 {
+            let x = rng.values(d_model);
+            let logits = rng.values(experts_n);
+            let probs = {
+                let max = logits.iter().copied().fold(f32::MIN, f32::max);
+                let e: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                e.iter().map(|v| v / sum).collect::<Vec<_>>()
+            };
+            let chosen = reference::argmax(&probs);
+            let capacity = if trial == 5 { 0 } else { 1 };
+            let route = kernels::route_on_device(
+                &gpu,
+                tensor(logits.clone(), [1, experts_n], &device),
+                1,
+                capacity,
+            )
+            .unwrap();
+            let got = read(
+                table
+                    .run(
+                        &gpu,
+                        tensor(x.clone(), [1, d_model], &device),
+                        &route.slot,
+                        &route.scale,
+                    )
+                    .unwrap(),
+            );
+            let decided = read(route.decision);
+            assert_eq!(
+                decided[experts_n] as usize, chosen,
+                "{scheme:?} trial {trial}"
+            );
+            if capacity == 0 {
+                assert!(
+                    got.iter().all(|&v| v == 0.0),
+                    "a dropped token gives 0: {got:?}"
+                );
+                continue;
+            }
+            let weight = decided[chosen];
+            let want = read(
+                kernels::sparse_ffn(
+                    &gpu,
+                    tensor(x.clone(), [1, d_model], &device),
+                    &[Assignment {
+                        expert: &experts[chosen],
+                        rows: &[0],
+                        weights: &[weight],
+                    }],
+                )
+                .unwrap(),
+            );
+            assert_eq!(got, want, "{scheme:?} trial {trial}: expert {chosen}");
+        }
+    }
+}

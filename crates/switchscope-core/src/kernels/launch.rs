@@ -171,9 +171,34 @@ pub fn quant_matmul(
 /// `[batch · seq, experts + 2]` (probabilities, chosen expert, position in that expert).
 ///
 /// # Errors
+/// As [`route_on_device`].
+pub fn route(gpu: &Gpu, logits: Tensor<2>, seq: usize) -> Result<Tensor<2>, CoreError> {
+    Ok(route_on_device(gpu, logits, seq, usize::MAX)?.decision)
+}
+
+/// The router's decision on the device, with what the experts' kernels read there.
+#[derive(Debug)]
+pub struct DeviceRoute {
+    /// `[batch · seq, experts + 2]`: probabilities, chosen expert, position in that expert.
+    pub decision: Tensor<2>,
+    /// Per token, the chosen expert (`u32`).
+    pub slot: cubecl::server::Handle,
+    /// Per token, its routing weight, 0 when dropped by the capacity (`f32`).
+    pub scale: cubecl::server::Handle,
+}
+
+/// The router's decision for `logits` `[batch · seq, experts]` with expert capacity
+/// `capacity`, kept on the device.
+///
+/// # Errors
 /// [`CoreError::Input`] for sequences longer than [`router::MAX_SEQ`];
 /// [`CoreError::Execution`] when `logits` is not an f32 tensor on this GPU.
-pub fn route(gpu: &Gpu, logits: Tensor<2>, seq: usize) -> Result<Tensor<2>, CoreError> {
+pub fn route_on_device(
+    gpu: &Gpu,
+    logits: Tensor<2>,
+    seq: usize,
+    capacity: usize,
+) -> Result<DeviceRoute, CoreError> {
     let [rows, experts] = logits.dims();
     if seq == 0 || seq > router::MAX_SEQ as usize || rows % seq != 0 {
         return Err(CoreError::Input(format!(
@@ -184,6 +209,8 @@ pub fn route(gpu: &Gpu, logits: Tensor<2>, seq: usize) -> Result<Tensor<2>, Core
     let (l, l_len) = gpu.buffer(logits)?;
     let out_len = rows * (experts + 2);
     let out = gpu.client.empty(out_len * 4);
+    let slot = gpu.client.empty(rows * 4);
+    let scale = gpu.client.empty(rows * 4);
     route_kernel::launch(
         &gpu.client,
         CubeCount::Static((rows / seq) as u32, 1, 1),
@@ -191,10 +218,17 @@ pub fn route(gpu: &Gpu, logits: Tensor<2>, seq: usize) -> Result<Tensor<2>, Core
         // SAFETY: the lengths are the buffers' element counts.
         unsafe { BufferArg::from_raw_parts(l, l_len) },
         unsafe { BufferArg::from_raw_parts(out.clone(), out_len) },
+        unsafe { BufferArg::from_raw_parts(slot.clone(), rows) },
+        unsafe { BufferArg::from_raw_parts(scale.clone(), rows) },
         seq as u32,
         experts as u32,
+        u32::try_from(capacity).unwrap_or(u32::MAX),
     );
-    Ok(gpu.tensor(out, [rows, experts + 2]))
+    Ok(DeviceRoute {
+        decision: gpu.tensor(out, [rows, experts + 2]),
+        slot,
+        scale,
+    })
 }
 
 /// A token id chosen on the device (one `u32` in a device buffer): the next step's embedding

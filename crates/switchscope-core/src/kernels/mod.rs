@@ -6,6 +6,8 @@
 //!   the routing weight applied on the way out, and the expert's gather/scatter of its tokens
 //!   folded into the same launch; two launches make an expert's feed-forward.
 //! - [`router`](router/index.html): softmax, top-1 and expert capacity for whole sequences.
+//! - [`expert_table`](expert_table/index.html): a layer's experts side by side, so that the
+//!   router kernel's choice selects the expert on the device.
 //! - [`argmax`](argmax/index.html): greedy decoding's pick and the next step's embedding, so
 //!   that the next token stays on the device.
 //!
@@ -21,6 +23,8 @@ pub mod reference;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod argmax;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod expert_table;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod gpu;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod launch;
@@ -32,10 +36,13 @@ pub mod quant_matrix;
 pub mod router;
 
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub use expert_table::ExpertTable;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use gpu::{FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES};
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use launch::{
-    Assignment, DeviceToken, argmax, embed, quant_matmul, read_token, route, sparse_ffn,
+    Assignment, DeviceRoute, DeviceToken, argmax, embed, quant_matmul, read_token, route,
+    route_on_device, sparse_ffn,
 };
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use quant_matrix::{QuantExpert, QuantMatrix};

@@ -14,6 +14,11 @@
 //! memory (three barriers). Weights are read once per block of activation rows; nothing
 //! dequantized is ever written to memory.
 //!
+//! Routed (comptime `routed`, one token): `W` is the slot `rows_in[0]` of a table holding every
+//! expert of a layer ([`super::expert_table`]), the slot the router kernel chose on the device,
+//! and the routing weight is `row_scale[0]`; so a decode step's sparse layer needs nothing from
+//! the host.
+//!
 //! Gathering the tokens routed to one expert (`rows_in`) and scattering its output back to
 //! their places with the routing weight (`rows_out`, `row_scale`) happen inside the same
 //! kernel, so a sparse layer needs no extra passes and no host round trip per token.
@@ -58,8 +63,15 @@ pub fn qmatmul_kernel<S: Float>(
     #[comptime] gather: bool,
     #[comptime] scatter: bool,
     #[comptime] scaled: bool,
+    #[comptime] routed: bool,
 ) {
     let unit = UNIT_POS;
+    // routed: the matrix is one slot of a table of a layer's experts, the slot the router
+    // kernel chose (`rows_in[0]`), and the routing weight is `row_scale[0]` (0: dropped)
+    let mut slot = 0u32.runtime();
+    if comptime!(routed) {
+        slot = rows_in[0];
+    }
     let lane = unit % LANES;
     let j = CUBE_POS_X * ROWS + unit / LANES;
     let first = CUBE_POS_Y * tokens;
@@ -76,18 +88,19 @@ pub fn qmatmul_kernel<S: Float>(
     // one activation row (decode) accumulates in a register
     let mut total = 0.0f32;
     if j < m {
-        let row_words = j * words;
+        let row_words = (slot * m + j) * words;
+        let row_groups = (slot * m + j) * groups;
         let mut w = lane;
         while w < words {
             let word = weight[(row_words + w) as usize];
             let base = w * per_word;
-            let scale = f32::cast_from(scales[(j * groups + base / group) as usize]);
+            let scale = f32::cast_from(scales[(row_groups + base / group) as usize]);
             #[unroll]
             for t in 0..tokens {
                 let i = first + t;
                 if i < n {
                     let mut x_row = i * k;
-                    if comptime!(gather) {
+                    if comptime!(gather && !routed) {
                         x_row = rows_in[i as usize] * k;
                     }
                     let mut acc = 0.0f32;
@@ -139,7 +152,13 @@ pub fn qmatmul_kernel<S: Float>(
     let i = first + lane;
     if j < m && lane < tokens && i < n {
         let mut y = partial[(lane * UNITS + unit - lane) as usize];
-        if comptime!(scaled) {
+        if comptime!(routed) {
+            if comptime!(scaled) {
+                // a dropped token's output is exactly 0, whatever the product
+                let s = row_scale[0];
+                y = if s == 0.0f32 { 0.0f32 } else { y * s };
+            }
+        } else if comptime!(scaled) {
             y *= row_scale[i as usize];
         } else {
             y *= scale_all;

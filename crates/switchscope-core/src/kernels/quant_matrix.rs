@@ -32,15 +32,15 @@ macro_rules! with_scales {
 }
 
 /// Part of a quantized matrix: output rows `first..first + rows`, in one buffer each.
-struct Part {
+pub(super) struct Part {
     /// Scales stored as f16 (else f32).
-    half: bool,
+    pub(super) half: bool,
     first: usize,
     rows: usize,
-    weight: Handle,
-    words: usize,
-    scales: Handle,
-    groups: usize,
+    pub(super) weight: Handle,
+    pub(super) words: usize,
+    pub(super) scales: Handle,
+    pub(super) groups: usize,
 }
 
 /// A block-wise int8/int4 matrix `[rows, cols]` resident on the GPU as the shard stores it
@@ -48,9 +48,9 @@ struct Part {
 pub struct QuantMatrix {
     pub(super) rows: usize,
     pub(super) cols: usize,
-    group: usize,
-    bits: u32,
-    parts: Vec<Part>,
+    pub(super) group: usize,
+    pub(super) bits: u32,
+    pub(super) parts: Vec<Part>,
 }
 
 impl fmt::Debug for QuantMatrix {
@@ -257,6 +257,7 @@ impl QuantMatrix {
                 io.rows_in.is_some(),
                 io.rows_out.is_some(),
                 io.row_scale.is_some(),
+                false,
             ));
         }
     }

@@ -4,7 +4,9 @@
 //! `experts + 2` floats: the softmax probabilities, the chosen expert (argmax, ties to the
 //! lowest index) and the token's 1-based position among the tokens of its sequence that chose
 //! the same expert. A position above the capacity means the token is dropped (it passes on the
-//! residual), exactly as transformers' `cumsum` over the one-hot choice decides it.
+//! residual), exactly as transformers' `cumsum` over the one-hot choice decides it. Beside it,
+//! for the experts' kernels to read on the device: each token's chosen expert (`slot`) and its
+//! routing weight, 0 when the token is dropped by `capacity` (`scale`).
 //!
 //! One cube per sequence: its units take the tokens in turn, write each token's choice to
 //! shared memory, and after a barrier count, for each of their tokens, the earlier tokens with
@@ -20,7 +22,15 @@ pub const UNITS: u32 = 64;
 pub const MAX_SEQ: u32 = 1024;
 
 #[cube(launch)]
-pub fn route_kernel(logits: &[f32], out: &mut [f32], seq: u32, experts: u32) {
+pub fn route_kernel(
+    logits: &[f32],
+    out: &mut [f32],
+    slot: &mut [u32],
+    scale: &mut [f32],
+    seq: u32,
+    experts: u32,
+    capacity: u32,
+) {
     let unit = UNIT_POS;
     let sequence = CUBE_POS_X;
     let width = experts + 2;
@@ -67,6 +77,12 @@ pub fn route_kernel(logits: &[f32], out: &mut [f32], seq: u32, experts: u32) {
         }
         let row = sequence * seq + t;
         out[(row * width + experts + 1) as usize] = f32::cast_from(position);
+        slot[row as usize] = mine;
+        let mut weight = 0.0f32;
+        if position <= capacity {
+            weight = out[(row * width + mine) as usize];
+        }
+        scale[row as usize] = weight;
         t += UNITS;
     }
 }
