@@ -79,6 +79,10 @@ pub struct StoreStats {
     pub resident_bytes: u64,
     /// The most device bytes resident at any time.
     pub peak_resident_bytes: u64,
+    /// Device bytes of the expert tables: a copy of every sparse layer's experts once all are
+    /// resident, so that the device chooses among them (GPU, no budget).
+    #[serde(default)]
+    pub table_bytes: u64,
 }
 
 #[cfg(test)]

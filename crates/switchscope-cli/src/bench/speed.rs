@@ -57,6 +57,10 @@ pub struct SpeedArgs {
     /// Make every expert resident before the warm-up (the steady state of a long session).
     #[arg(long)]
     all_resident: bool,
+    /// On a GPU, read each sparse layer's routing before its experts run even where the
+    /// device could choose them (for comparing the two).
+    #[arg(long)]
+    host_routing: bool,
 }
 
 /// One model's measured speed.
@@ -200,6 +204,7 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     let started = Instant::now();
     let store = StoreOptions {
         generic_experts: args.generic_experts,
+        host_routing: args.host_routing,
         ..StoreOptions::default()
     };
     let m = open(&args.model, &args.backend, store)?;

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+use std::sync::Arc;
 
 use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData};
 
@@ -42,6 +44,24 @@ pub trait Experts: fmt::Debug + Send + Sync {
     ) -> Option<Result<Tensor<2>, CoreError>> {
         let _ = (logits, seq);
         None
+    }
+
+    /// The layer's experts side by side on the device with our kernels' context, when they
+    /// can be chosen there ([`crate::kernels::ExpertTable`]): every expert resident and none
+    /// evictable. `None`: the host chooses (it reads the routing first).
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    fn device_table(&self) -> Option<(crate::kernels::Gpu, Arc<crate::kernels::ExpertTable>)> {
+        None
+    }
+
+    /// Bookkeeping for experts the device chose and ran from [`Self::device_table`] (the
+    /// requests and hits a store counts), once the routing is read.
+    ///
+    /// # Errors
+    /// When the bookkeeping finds an expert that should not have run.
+    fn routed(&self, experts: &[usize]) -> Result<(), CoreError> {
+        let _ = experts;
+        Ok(())
     }
 
     /// Whether a prediction of the experts this layer will run is useful (they are fetched on

@@ -243,7 +243,7 @@ impl SwitchModel {
         let len = ids.len() / batch;
         let h = self.embed(ids, batch, len);
         let run = self.run(config, StackKind::Decoder, options);
-        let (h, routing) = self
+        let (h, mut routing, pending) = self
             .decoder
             .decode(h, encoded.padding.clone(), cache, &run)
             .await?;
@@ -256,6 +256,10 @@ impl SwitchModel {
             Some(head) => linear(h, head),
             None => linear(h, &self.shared),
         };
+        // the routing the device decided, read while the logits compute
+        if !pending.is_empty() {
+            routing[0].extend(routing::resolve(pending).await?);
+        }
         Ok((logits, routing))
     }
 

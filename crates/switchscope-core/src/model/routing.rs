@@ -120,6 +120,110 @@ impl SparseMlp {
     }
 }
 
+/// A sparse layer's routing decided and run on the device ([`SparseMlp::forward_on_table`]),
+/// read back after the step.
+#[derive(Debug)]
+pub struct PendingRoute {
+    /// The router kernel's row: `[1, experts + 2]`.
+    decision: Tensor<2>,
+    stack: Stack,
+    block: usize,
+    capacity: usize,
+    experts: Arc<dyn Experts>,
+}
+
+impl SparseMlp {
+    /// One token through the layer with the expert chosen on the device, when its experts can
+    /// be chosen there ([`Experts::device_table`]); `None` otherwise (take [`Self::forward`]).
+    /// The routing is read later, with every other pending layer's ([`resolve`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[1, 1, d_model]` (already layer-normed) → same
+    pub fn forward_on_table(
+        &self,
+        x: &Tensor<3>,
+        capacity: usize,
+        (stack, block): (Stack, usize),
+    ) -> Option<Result<(Tensor<3>, PendingRoute), CoreError>> {
+        let [b, s, d] = x.dims();
+        if b * s != 1 {
+            return None;
+        }
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        {
+            let (gpu, table) = self.experts.device_table()?;
+            let run = || {
+                let experts = self.router.weight.val().dims()[0];
+                let logits = self.router.logits(x.clone()).reshape([1, experts]);
+                let route = crate::kernels::route_on_device(&gpu, logits, 1, capacity)?;
+                let out = table.run(&gpu, x.clone().reshape([1, d]), &route.slot, &route.scale)?;
+                Ok((
+                    out.reshape([1, 1, d]),
+                    PendingRoute {
+                        decision: route.decision,
+                        stack,
+                        block,
+                        capacity,
+                        experts: self.experts.clone(),
+                    },
+                ))
+            };
+            Some(run())
+        }
+        #[cfg(not(any(feature = "wgpu", feature = "webgpu")))]
+        {
+            let _ = (capacity, stack, block, d);
+            None
+        }
+    }
+
+    /// Whether [`Self::forward_on_table`] would run (the layer's experts can be chosen on the
+    /// device).
+    pub fn on_table(&self) -> bool {
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        return self.experts.device_table().is_some();
+        #[cfg(not(any(feature = "wgpu", feature = "webgpu")))]
+        false
+    }
+}
+
+/// Reads the routing of the layers decided on the device (one read-back for all of them), in
+/// their order, and does each layer's bookkeeping ([`Experts::routed`]) in that order.
+///
+/// # Errors
+/// When the read-back fails; what the bookkeeping returns.
+pub async fn resolve(pending: Vec<PendingRoute>) -> Result<Vec<LayerRouting>, CoreError> {
+    let Some(first) = pending.first() else {
+        return Ok(Vec::new());
+    };
+    let width = first.decision.dims()[1];
+    let rows = read_f32(Tensor::cat(
+        pending.iter().map(|p| p.decision.clone()).collect(),
+        0,
+    ))
+    .await?;
+    let mut traces = Vec::with_capacity(pending.len());
+    for (p, row) in pending.iter().zip(rows.chunks_exact(width)) {
+        let decision = Decision::from_kernel(row, width - 2, p.capacity);
+        let routed: Vec<usize> = decision
+            .expert
+            .iter()
+            .filter_map(|&e| usize::try_from(e).ok())
+            .collect();
+        p.experts.routed(&routed)?;
+        traces.push(LayerRouting {
+            stack: p.stack,
+            block: p.block,
+            expert: decision.expert,
+            chosen: decision.chosen,
+            weight: decision.weight,
+            probs: decision.probs,
+            capacity: p.capacity,
+        });
+    }
+    Ok(traces)
+}
+
 /// The router's decision for one sequence.
 struct Decision {
     expert: Vec<i32>,

@@ -5,7 +5,7 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use super::attention::{Attention, KeyValue, apply_mask};
 use super::layers::{DenseActDense, LayerNorm};
-use super::routing::{LayerRouting, SparseMlp};
+use super::routing::{LayerRouting, PendingRoute, SparseMlp};
 use crate::CoreError;
 use crate::backend::read_f32;
 use crate::config::Stack as StackKind;
@@ -278,8 +278,17 @@ impl Stack {
         encoder_padding: Tensor<4, Bool>,
         cache: &mut DecoderCache,
         run: &StackRun,
-    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>), CoreError> {
+    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>, Vec<PendingRoute>), CoreError> {
         let [b, t, _] = h.dims();
+        // One token whose every sparse layer can choose its expert on the device: no read-back
+        // until the step is done (pre-gating is skipped: every expert is resident).
+        let tabled = b * t == 1
+            && self
+                .block
+                .iter()
+                .filter_map(|b| b.sparse.as_ref())
+                .all(SparseMlp::on_table);
+        let mut pending = Vec::new();
         let device = h.device();
         let past = cache.len;
         let mut laps = Laps::new(run.block_clock);
@@ -327,15 +336,32 @@ impl Stack {
             })?;
             let normed = norm.forward(h.clone());
             h = h + cross.forward(normed, &cache.cross_kv[i], cross_bias.clone());
-            self.pregate(i, &h).await?;
-            h = block
-                .feed_forward(h, run.capacity(t), (run.kind, i), &mut routing)
-                .await?;
+            let at = (run.kind, i);
+            h = match &block.sparse {
+                Some(sparse) if tabled => {
+                    let normed = block.ff_norm.forward(h.clone());
+                    let (out, route) = sparse
+                        .forward_on_table(&normed, run.capacity(t), at)
+                        .ok_or_else(|| {
+                            CoreError::Execution(format!("decoder block {i}: no expert table"))
+                        })??;
+                    pending.push(route);
+                    h + out
+                }
+                _ => {
+                    if !tabled {
+                        self.pregate(i, &h).await?;
+                    }
+                    block
+                        .feed_forward(h, run.capacity(t), at, &mut routing)
+                        .await?
+                }
+            };
             laps.lap(&h).await?;
         }
         cache.len = keys;
         cache.block_ms = laps.ms;
-        Ok((self.final_layer_norm.forward(h), routing))
+        Ok((self.final_layer_norm.forward(h), routing, pending))
     }
 }
 

@@ -74,6 +74,23 @@ impl Experts for StoreExperts {
         Some(crate::kernels::route(gpu, logits.clone(), seq))
     }
 
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    fn device_table(&self) -> Option<(crate::kernels::Gpu, Arc<crate::kernels::ExpertTable>)> {
+        let gpu = self.store.kernels()?.clone();
+        Some((gpu, self.store.table(self.stack, self.block)?))
+    }
+
+    fn routed(&self, experts: &[usize]) -> Result<(), CoreError> {
+        for &expert in experts {
+            self.store.note_routed(ExpertId {
+                stack: self.stack,
+                block: self.block,
+                expert,
+            })?;
+        }
+        Ok(())
+    }
+
     fn wants_prefetch(&self) -> bool {
         self.store.wants_predictions()
     }

@@ -43,6 +43,10 @@ pub struct StoreOptions {
     /// On a GPU, keep int8/int4 experts dequantized to f32 and run them with burn's generic
     /// ops, instead of keeping them quantized and running our kernels (the default).
     pub generic_experts: bool,
+    /// On a GPU, read every sparse layer's routing before its experts run, even where all of
+    /// a layer's experts are resident and the device could choose among them (to compare the
+    /// two; see [`ExpertStore::table`]).
+    pub host_routing: bool,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -53,6 +57,7 @@ impl fmt::Debug for StoreOptions {
             .field("policy", &self.policy)
             .field("record_trace", &self.record_trace)
             .field("generic_experts", &self.generic_experts)
+            .field("host_routing", &self.host_routing)
             .finish_non_exhaustive()
     }
 }
@@ -81,6 +86,10 @@ struct State {
     stats: StoreStats,
     events: Vec<ShardEvent>,
     trace: Vec<Access>,
+    /// Per sparse layer whose experts are all resident: their table (`None`: they cannot
+    /// share one), for choosing experts on the device.
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    tables: HashMap<(Stack, usize), Option<Arc<crate::kernels::ExpertTable>>>,
 }
 
 /// Experts of a converted model, loaded on first use and kept on the device.
@@ -137,6 +146,8 @@ impl ExpertStore {
                 stats: StoreStats::default(),
                 events: Vec::new(),
                 trace: Vec::new(),
+                #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+                tables: HashMap::new(),
             }),
         }
     }
@@ -305,6 +316,81 @@ impl ExpertStore {
         }
     }
 
+    /// Counts a router's request for `id`, and answers it when the expert is resident (a hit).
+    fn request(&self, state: &mut State, id: ExpertId, file: &str) -> Option<Arc<Expert>> {
+        state.stats.requests += 1;
+        state.residency.request(id);
+        if self.options.record_trace {
+            state.trace.push(Access::Demand(id));
+        }
+        let module = state.resident.get(&id)?.module.clone();
+        state.stats.hits += 1;
+        self.emit(state, id, file, ShardEventKind::Hit);
+        Some(module)
+    }
+
+    /// Records that the device ran resident expert `id` for a token (its layer's table chose
+    /// it): the same request, hit and event as [`Self::expert`] records for a resident expert.
+    ///
+    /// # Errors
+    /// [`CoreError::Manifest`] for an expert the manifest lacks; [`CoreError::Execution`] when
+    /// it is not resident (a table exists only while all its experts are).
+    pub fn note_routed(&self, id: ExpertId) -> Result<(), CoreError> {
+        let file = self.file_of(id)?;
+        let mut state = self.lock();
+        match self.request(&mut state, id, &file.name) {
+            Some(_) => Ok(()),
+            None => Err(CoreError::Execution(format!(
+                "{} block {} expert {} ran on the device without being resident",
+                id.stack.as_str(),
+                id.block,
+                id.expert
+            ))),
+        }
+    }
+
+    /// The table of sparse layer `block` of `stack`'s experts, for choosing them on the device:
+    /// only when every expert of the layer is resident, nothing can be evicted (no budget), and
+    /// no request trace is recorded (pre-gating's predictions would be missing from it). Built
+    /// once, the first time the layer is complete; it holds a copy of the layer's experts.
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    pub fn table(&self, stack: Stack, block: usize) -> Option<Arc<crate::kernels::ExpertTable>> {
+        let gpu = self.gpu.as_ref()?;
+        let options = &self.options;
+        if options.budget_bytes.is_some() || options.record_trace || options.host_routing {
+            return None;
+        }
+        let mut state = self.lock();
+        if let Some(table) = state.tables.get(&(stack, block)) {
+            return table.clone();
+        }
+        let modules = (0..self.manifest.config.num_experts)
+            .map(|expert| {
+                let id = ExpertId {
+                    stack,
+                    block,
+                    expert,
+                };
+                state.resident.get(&id).map(|r| r.module.clone())
+            })
+            .collect::<Option<Vec<Arc<Expert>>>>()?;
+        let quantized = modules
+            .iter()
+            .map(|m| match &**m {
+                Expert::Quantized(q) => Some(q),
+                Expert::Dense(_) => None,
+            })
+            .collect::<Option<Vec<_>>>();
+        let table = quantized
+            .and_then(|q| crate::kernels::ExpertTable::build(gpu, &q))
+            .map(Arc::new);
+        if let Some(t) = &table {
+            state.stats.table_bytes += t.device_bytes();
+        }
+        state.tables.insert((stack, block), table.clone());
+        table
+    }
+
     /// The expert, fetching and decoding its shard when it is not resident.
     ///
     /// # Errors
@@ -324,15 +410,7 @@ impl ExpertStore {
         let file = self.file_of(id)?;
         {
             let mut state = self.lock();
-            state.stats.requests += 1;
-            state.residency.request(id);
-            if self.options.record_trace {
-                state.trace.push(Access::Demand(id));
-            }
-            if let Some(r) = state.resident.get(&id) {
-                let module = r.module.clone();
-                state.stats.hits += 1;
-                self.emit(&mut state, id, &file.name, ShardEventKind::Hit);
+            if let Some(module) = self.request(&mut state, id, &file.name) {
                 return Ok(module);
             }
             if let Some(bytes) = state.prefetched.remove(&id) {
@@ -431,6 +509,8 @@ impl ExpertStore {
     /// Drops every resident expert (e.g. after the device was lost); events say so.
     pub fn clear(&self) {
         let mut state = self.lock();
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        state.tables.clear();
         let ids: Vec<ExpertId> = state.resident.keys().copied().collect();
         state.residency.clear();
         for id in ids {
