@@ -140,10 +140,12 @@ test('WebGPU: a masked prompt streams an answer and every routing decision is sh
     assert.deepEqual([...png.subarray(0, 4)], [0x89, 0x50, 0x4e, 0x47]);
 
     // The Performance panel counts the decode steps' device work: kernels, and the host
-    // waiting for each sparse decoder layer's routing and for the logits.
+    // waiting, at most for each sparse decoder layer's routing and for the token (fewer once
+    // a layer's experts are all resident and the device chooses them).
     const work = page.getByTestId('device-work');
     assert.ok(Number(await work.getAttribute('data-dispatches')) > 10, await work.innerText());
-    assert.equal(Number(await work.getAttribute('data-host-waits')), 3, await work.innerText());
+    const waits = Number(await work.getAttribute('data-host-waits'));
+    assert.ok(waits > 0 && waits <= 3, await work.innerText());
 
     // Hovering a cell shows the router's distribution for that token.
     await page.getByTestId('route-cell').first().hover();

@@ -308,3 +308,68 @@ pub async fn read_token(gpu: &Gpu, token: &DeviceToken) -> Result<u32, CoreError
         .ok_or_else(|| CoreError::Execution("a token read back short".into()))?;
     Ok(u32::from_le_bytes(word))
 }
+
+/// Reads started now and awaited later: the device's queue is flushed and the copies are
+/// recorded when this is made, so the host can queue more work before it awaits them.
+pub struct ReadLater<'a> {
+    read: Reading<'a>,
+}
+
+/// The buffers' bytes, once the device has copied them.
+type Reading<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Vec<Vec<u8>>, String>> + 'a>>;
+
+impl std::fmt::Debug for ReadLater<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadLater")
+    }
+}
+
+impl<'a> ReadLater<'a> {
+    /// Starts reading `token` and the f32 tensor `values` (its contiguous copy), in one go.
+    ///
+    /// # Errors
+    /// [`CoreError::Execution`] when `values` is not an f32 tensor on this GPU.
+    pub fn start(
+        gpu: &'a Gpu,
+        token: &DeviceToken,
+        values: Option<Tensor<2>>,
+    ) -> Result<Self, CoreError> {
+        let mut handles = vec![token.0.clone()];
+        if let Some(values) = values {
+            handles.push(gpu.buffer(values)?.0);
+        }
+        // called now: the copies are recorded and the queue flushed before this returns
+        let read = gpu.client.read_async(handles);
+        Ok(Self {
+            read: Box::pin(async move {
+                read.await
+                    .map(|all| all.iter().map(|b| b.to_vec()).collect())
+                    .map_err(|e| format!("{e:?}"))
+            }),
+        })
+    }
+
+    /// The token's id and the values.
+    ///
+    /// # Errors
+    /// [`CoreError::Execution`] when the device fails.
+    pub async fn finish(self) -> Result<(u32, Vec<f32>), CoreError> {
+        let bytes = self
+            .read
+            .await
+            .map_err(|e| CoreError::Execution(format!("reading a step back: {e}")))?;
+        let (Some(token), values) = (bytes.first(), bytes.get(1)) else {
+            return Err(CoreError::Execution("a step read back incomplete".into()));
+        };
+        let values = values.map_or(&[][..], Vec::as_slice);
+        let word: [u8; 4] = token
+            .get(..4)
+            .and_then(|w| w.try_into().ok())
+            .ok_or_else(|| CoreError::Execution("a token read back short".into()))?;
+        let values = values
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((u32::from_le_bytes(word), values))
+    }
+}

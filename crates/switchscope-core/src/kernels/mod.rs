@@ -41,8 +41,8 @@ pub use expert_table::ExpertTable;
 pub use gpu::{FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES};
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use launch::{
-    Assignment, DeviceRoute, DeviceToken, argmax, embed, quant_matmul, read_token, route,
-    route_on_device, sparse_ffn,
+    Assignment, DeviceRoute, DeviceToken, ReadLater, argmax, embed, quant_matmul, read_token,
+    route, route_on_device, sparse_ffn,
 };
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use quant_matrix::{QuantExpert, QuantMatrix};

@@ -21,7 +21,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-pub use routing::LayerRouting;
+pub use routing::{LayerRouting, PendingRoute};
 use stack::{DecoderCache, Stack, StackRun};
 
 use crate::CoreError;
@@ -115,6 +115,17 @@ impl PartialEq for RunOptions {
     fn eq(&self, other: &Self) -> bool {
         self.capacity_factor == other.capacity_factor
     }
+}
+
+/// What a decode step starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum StepInput<'a> {
+    /// Token ids from the host, `[batch, new]` row-major, and the batch size.
+    Ids(&'a [u32], usize),
+    /// One token chosen on the device (greedy decoding's previous pick): it never visits the
+    /// host. It is below the vocabulary's size, being an argmax over it.
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    Device(&'a crate::kernels::Gpu, &'a crate::kernels::DeviceToken),
 }
 
 /// The encoder's output for a batch, kept for decoding.
@@ -239,11 +250,57 @@ impl SwitchModel {
         batch: usize,
         options: RunOptions,
     ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>), CoreError> {
-        self.check_ids(ids)?;
-        let len = ids.len() / batch;
-        let h = self.embed(ids, batch, len);
+        let (logits, mut routing, pending) = self
+            .decode_step(config, encoded, cache, StepInput::Ids(ids, batch), options)
+            .await?;
+        // the routing the device decided, read while the logits compute
+        if !pending.is_empty() {
+            routing[0].extend(routing::resolve(pending).await?);
+        }
+        Ok((logits, routing))
+    }
+
+    /// Whether a one-token decode step chooses every sparse layer's experts on the device (so
+    /// it reads nothing back and makes no store request until its routing is read).
+    pub fn decodes_on_device(&self) -> bool {
+        self.decoder
+            .block
+            .iter()
+            .filter_map(|b| b.sparse.as_ref())
+            .all(routing::SparseMlp::on_table)
+    }
+
+    /// Queues a decode step: logits, the routing of the layers routed on the host, and the
+    /// layers whose routing the device decided, to read later ([`routing::resolve`], or
+    /// [`routing::decisions`] and [`routing::finish`]). When every sparse layer chooses its
+    /// experts on the device, nothing here waits for the device.
+    ///
+    /// # Shapes
+    /// - output logits: `[batch, new, vocab]`
+    ///
+    /// # Errors
+    /// As [`Self::encode`].
+    pub async fn decode_step(
+        &self,
+        config: &SwitchConfig,
+        encoded: &Encoded,
+        cache: &mut DecoderCache,
+        input: StepInput<'_>,
+        options: RunOptions,
+    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>, Vec<PendingRoute>), CoreError> {
+        let h = match input {
+            StepInput::Ids(ids, batch) => {
+                self.check_ids(ids)?;
+                self.embed(ids, batch, ids.len() / batch)
+            }
+            #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+            StepInput::Device(gpu, token) => {
+                let [_, d] = self.shared.val().dims();
+                crate::kernels::embed(gpu, self.shared.val(), token)?.reshape([1, 1, d])
+            }
+        };
         let run = self.run(config, StackKind::Decoder, options);
-        let (h, mut routing, pending) = self
+        let (h, routing, pending) = self
             .decoder
             .decode(h, encoded.padding.clone(), cache, &run)
             .await?;
@@ -256,11 +313,7 @@ impl SwitchModel {
             Some(head) => linear(h, head),
             None => linear(h, &self.shared),
         };
-        // the routing the device decided, read while the logits compute
-        if !pending.is_empty() {
-            routing[0].extend(routing::resolve(pending).await?);
-        }
-        Ok((logits, routing))
+        Ok((logits, routing, pending))
     }
 
     /// A teacher-forced pass: encoder over `input`, decoder over `decoder_input` (no cache).

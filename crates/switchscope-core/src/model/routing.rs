@@ -193,15 +193,36 @@ impl SparseMlp {
 /// # Errors
 /// When the read-back fails; what the bookkeeping returns.
 pub async fn resolve(pending: Vec<PendingRoute>) -> Result<Vec<LayerRouting>, CoreError> {
+    let Some(rows) = decisions(&pending) else {
+        return Ok(Vec::new());
+    };
+    finish(&pending, &read_f32(rows).await?)
+}
+
+/// The router kernel's rows of the pending layers, in order, to read back in one go: `[layers,
+/// experts + 2]` (`None` for none).
+pub fn decisions(pending: &[PendingRoute]) -> Option<Tensor<2>> {
+    (!pending.is_empty())
+        .then(|| Tensor::cat(pending.iter().map(|p| p.decision.clone()).collect(), 0))
+}
+
+/// The pending layers' routing from their rows as read back ([`decisions`]), with each layer's
+/// bookkeeping ([`Experts::routed`]) done in order.
+///
+/// # Errors
+/// Rows that do not fit; what the bookkeeping returns.
+pub fn finish(pending: &[PendingRoute], rows: &[f32]) -> Result<Vec<LayerRouting>, CoreError> {
     let Some(first) = pending.first() else {
         return Ok(Vec::new());
     };
     let width = first.decision.dims()[1];
-    let rows = read_f32(Tensor::cat(
-        pending.iter().map(|p| p.decision.clone()).collect(),
-        0,
-    ))
-    .await?;
+    if rows.len() != pending.len() * width {
+        return Err(CoreError::Execution(format!(
+            "{} routing values read back for {} layers of width {width}",
+            rows.len(),
+            pending.len()
+        )));
+    }
     let mut traces = Vec::with_capacity(pending.len());
     for (p, row) in pending.iter().zip(rows.chunks_exact(width)) {
         let decision = Decision::from_kernel(row, width - 2, p.capacity);

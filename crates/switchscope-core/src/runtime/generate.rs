@@ -125,7 +125,25 @@ impl Switch {
         });
         let tally = Tally::start();
         let mut decode_counts = Counts::default();
-        for _ in 0..options.max_new_tokens {
+        // greedy on a GPU: pipelined on the device (runtime/decode.rs)
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        let pipelined = match self.pipelines(options) {
+            Some(gpu) => {
+                let at = super::decode::Decoding {
+                    output: &mut output,
+                    steps: &mut steps,
+                    tally: &tally,
+                    counts: &mut decode_counts,
+                };
+                self.decode_pipelined(gpu, &encoded, &mut cache, options, &mut on_progress, at)
+                    .await?;
+                true
+            }
+            None => false,
+        };
+        #[cfg(not(any(feature = "wgpu", feature = "webgpu")))]
+        let pipelined = false;
+        for _ in 0..if pipelined { 0 } else { options.max_new_tokens } {
             let (logits, mut routing, block_ms) = if options.use_cache {
                 let last = [*output.last().expect("starts with the start token")];
                 let (logits, routing) = model

@@ -8,6 +8,8 @@
 //! - [`experts`]: a sparse layer's experts held by the store.
 //! - [`generate`]: greedy or sampled decoding, recording the routing of every step.
 
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+mod decode;
 pub mod experts;
 pub mod generate;
 pub mod policy;
