@@ -138,7 +138,7 @@ test('Mask masks the selection; spans=all decodes past the prompt’s spans', as
   }
 });
 
-test('the preset menu fills the prompt and its max new tokens; the default is English → Spanish', async () => {
+test('the preset menu fills the prompt and its max new tokens', async () => {
   const browser = await launch({ webgpu: false });
   try {
     const { page } = browser;
@@ -147,16 +147,17 @@ test('the preset menu fills the prompt and its max new tokens; the default is En
     const preset = page.getByTestId('preset');
     const box = page.getByTestId('prompt');
     const tokens = page.getByTestId('max-new-tokens');
-    assert.equal(await preset.inputValue(), 'en-es');
-    assert.match(await box.inputValue(), /^translate English to Spanish: /);
-    assert.equal(await tokens.inputValue(), '64');
-    assert.match(await page.getByTestId('preset-provenance').innerText(), /held-out verse.*not in the training data/);
-    await screenshot(page, 'params-preset-default');
-
-    await preset.selectOption('prose');
+    // the default preset: the prose fill-in
+    assert.equal(await preset.inputValue(), 'prose');
     assert.match(await box.inputValue(), /<extra_id_0>/);
     assert.equal(await tokens.inputValue(), '24');
     assert.match(await page.getByTestId('preset-provenance').innerText(), /in the training data/);
+    await screenshot(page, 'params-preset-default');
+
+    await preset.selectOption('en-es');
+    assert.match(await box.inputValue(), /^translate English to Spanish: /);
+    assert.equal(await tokens.inputValue(), '64');
+    assert.match(await page.getByTestId('preset-provenance').innerText(), /held-out verse.*not in the training data/);
 
     // Typing makes it the user's own text; the URL's preset= chooses another start.
     await box.fill('translate Spanish to English: Y dijo Dios.');

@@ -11,7 +11,7 @@ use crate::components::shard_panel::ShardPanel;
 use crate::components::stats::{CapacityWhatIf, ExpertLoad, Performance};
 use crate::ctx::Ctx;
 use crate::embed::is_embed;
-use crate::presets::{PRESETS, starting_prompt};
+use crate::presets::starting_prompt;
 use crate::state::AppState;
 use crate::url::{
     DEFAULT_MODEL, backend_preference, budget_from_url, model_url, settings_from_url, url_parameter,
@@ -23,7 +23,7 @@ pub fn App() -> impl IntoView {
     let mut settings = settings_from_url().unwrap_or_default();
     let (prompt, preset_error) = match starting_prompt(url_parameter, &mut settings) {
         Ok(prompt) => (prompt, None),
-        Err(e) => (PRESETS[0].prompt.to_owned(), Some(e)),
+        Err(e) => (String::new(), Some(e)),
     };
     let url_error = backend_preference()
         .and_then(|b| Ok((b, settings_from_url()?, budget_from_url()?, model_url()?)))

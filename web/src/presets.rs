@@ -18,8 +18,12 @@ pub struct Preset {
     pub provenance: &'static str,
 }
 
-/// The presets, the default first. The verses are from chapters held out of every training
-/// task and of the corpus (`tools/model/heldout/`), so the answers are the model's own.
+/// The preset the page starts with ([`starting_prompt`]): the prose fill-in while the default
+/// model is the first generation (span corruption only), which translates nothing yet.
+pub const DEFAULT_PRESET: &str = "prose";
+
+/// The presets. The verses are from chapters held out of every training task and of the corpus
+/// (`tools/model/heldout/`), so the answers are the model's own.
 pub const PRESETS: [Preset; 5] = [
     Preset {
         id: "en-es",
@@ -81,7 +85,7 @@ pub fn preset_of(prompt: &str) -> Option<&'static Preset> {
 }
 
 /// The prompt the page starts with, and `settings` adjusted for it: `prompt=` as given;
-/// otherwise `preset=`'s (or the default preset's) prompt, with its max new tokens unless
+/// otherwise `preset=`'s (or [`DEFAULT_PRESET`]'s) prompt, with its max new tokens unless
 /// `max_new_tokens=` is in the URL.
 ///
 /// # Errors
@@ -93,10 +97,8 @@ pub fn starting_prompt(
     if let Some(prompt) = get("prompt") {
         return Ok(prompt);
     }
-    let chosen = match get("preset").filter(|p| !p.is_empty()) {
-        Some(id) => preset(&id)?,
-        None => &PRESETS[0],
-    };
+    let id = get("preset").filter(|p| !p.is_empty());
+    let chosen = preset(id.as_deref().unwrap_or(DEFAULT_PRESET))?;
     if get("max_new_tokens").is_none() {
         settings.max_new_tokens = chosen.max_new_tokens;
     }

@@ -1,7 +1,7 @@
 //! The prompt presets (`switchscope_web::presets`): what the page starts with, what the menu
 //! shows as chosen, and that every preset speaks the default model's task format.
 
-use switchscope_web::presets::{PRESETS, preset, preset_of, starting_prompt};
+use switchscope_web::presets::{DEFAULT_PRESET, PRESETS, preset, preset_of, starting_prompt};
 use switchscope_web::protocol::Settings;
 use wasm_bindgen_test::wasm_bindgen_test;
 
@@ -19,13 +19,9 @@ fn start(params: &[(&str, &str)]) -> (Result<String, String>, Settings) {
 #[wasm_bindgen_test]
 fn the_page_starts_with_the_default_preset_unless_the_url_says_otherwise() {
     let (prompt, settings) = start(&[]);
-    assert_eq!(prompt.unwrap(), PRESETS[0].prompt);
-    assert!(
-        PRESETS[0]
-            .prompt
-            .starts_with("translate English to Spanish: ")
-    );
-    assert_eq!(settings.max_new_tokens, PRESETS[0].max_new_tokens);
+    let default = preset(DEFAULT_PRESET).unwrap();
+    assert_eq!(prompt.unwrap(), default.prompt);
+    assert_eq!(settings.max_new_tokens, default.max_new_tokens);
 
     // prompt= wins, and leaves the settings as the URL made them.
     let (prompt, settings) = start(&[("prompt", "The <extra_id_0> walks."), ("preset", "code")]);
