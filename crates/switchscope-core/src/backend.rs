@@ -139,8 +139,8 @@ mod gpu {
 
         struct Count;
         impl LaunchObserver for Count {
-            fn launched(&self, _kernel: &'static str) {
-                crate::counters::dispatch();
+            fn launched(&self, kernel: &'static str) {
+                crate::counters::dispatch_named(kernel);
             }
         }
         static ONCE: Once = Once::new();

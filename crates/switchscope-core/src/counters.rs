@@ -78,6 +78,47 @@ pub fn dispatch() {
     count(|c| c.dispatches += 1);
 }
 
+/// One kernel launched, by name (as the kernel names itself): counted like [`dispatch`], and by
+/// name while [`Kernels`] is collecting on this thread.
+pub fn dispatch_named(kernel: &'static str) {
+    dispatch();
+    let _ = KERNELS.try_with(|k| {
+        if let Ok(mut k) = k.try_borrow_mut()
+            && let Some(names) = k.as_mut()
+        {
+            *names.entry(kernel).or_default() += 1;
+        }
+    });
+}
+
+thread_local! {
+    /// Kernels launched by name, while a [`Kernels`] collects.
+    static KERNELS: RefCell<Option<std::collections::BTreeMap<&'static str, u64>>> =
+        const { RefCell::new(None) };
+}
+
+/// Collects the kernels launched on this thread by name, until [`Kernels::finish`] (to see where
+/// a step's dispatches go). One at a time per thread.
+#[derive(Debug)]
+#[must_use = "kernels are collected until finished"]
+pub struct Kernels(());
+
+impl Kernels {
+    /// Starts collecting (a collection already running on this thread starts over).
+    pub fn start() -> Self {
+        KERNELS.with(|k| *k.borrow_mut() = Some(std::collections::BTreeMap::new()));
+        Self(())
+    }
+
+    /// Stops and returns each kernel's launches, most launched first.
+    pub fn finish(self) -> Vec<(&'static str, u64)> {
+        let names = KERNELS.with(|k| k.borrow_mut().take()).unwrap_or_default();
+        let mut names: Vec<_> = names.into_iter().collect();
+        names.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        names
+    }
+}
+
 /// One buffer of `bytes` created or written from the host.
 pub fn upload(bytes: usize) {
     count(|c| {
@@ -152,6 +193,20 @@ mod tests {
         dispatch();
         let counts = tally.finish();
         assert_eq!((counts.dispatches, counts.host_waits), (1, 0));
+    }
+
+    #[test]
+    fn kernels_are_collected_by_name_only_while_asked() {
+        dispatch_named("before");
+        let tally = Tally::start();
+        let kernels = Kernels::start();
+        dispatch_named("matmul");
+        dispatch_named("add");
+        dispatch_named("matmul");
+        let names = kernels.finish();
+        dispatch_named("after");
+        assert_eq!(names, [("matmul", 2), ("add", 1)]);
+        assert_eq!(tally.finish().dispatches, 4);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct SpeedArgs {
     /// device could choose them (for comparing the two).
     #[arg(long)]
     host_routing: bool,
+    /// Also list the kernels one decoded token launches, by name (from one more run).
+    #[arg(long)]
+    kernels: bool,
 }
 
 /// One model's measured speed.
@@ -96,6 +99,9 @@ pub struct Speed {
     pub host_waits_per_token: f64,
     /// The last measured run's decode counts, whole.
     pub decode_counts: Counts,
+    /// With `--kernels`: launches per decoded token by kernel name, most first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernels_per_token: Vec<(String, f64)>,
 }
 
 /// One run's figures.
@@ -131,6 +137,45 @@ pub fn run_once(m: &Switch, ids: &[u32], new_tokens: usize) -> Result<Run> {
         output_ids: generation.output_ids,
         counts: generation.decode_counts,
     })
+}
+
+/// The kernels one more run's decode steps launch, per decoded token, by name.
+fn decode_kernels(m: &Switch, ids: &[u32], new_tokens: usize) -> Result<Vec<(String, f64)>> {
+    use switchscope_core::counters::Kernels;
+    let options = GenerateOptions {
+        max_new_tokens: new_tokens,
+        ignore_eos: true,
+        ..GenerateOptions::default()
+    };
+    let collecting = std::cell::RefCell::new(None);
+    let generation = pollster::block_on(m.generate(ids, &options, |progress| {
+        if let Progress::Encoded { .. } = progress {
+            *collecting.borrow_mut() = Some(Kernels::start());
+        }
+        std::future::ready(true)
+    }))?;
+    let steps = generation.steps.len().max(1) as f64;
+    Ok(collecting
+        .take()
+        .map(Kernels::finish)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, n)| (short_name(name), n as f64 / steps))
+        .collect())
+}
+
+/// A kernel's type name without module paths (`a::b::Kernel<c::d::AddOp>` → `Kernel<AddOp>`).
+fn short_name(name: &str) -> String {
+    let mut out = String::new();
+    for piece in name.split_inclusive(['<', '>', ',', '(', ')', ' ']) {
+        let (word, delimiter) = match piece.char_indices().last() {
+            Some((i, c)) if "<>,() ".contains(c) => (&piece[..i], &piece[i..]),
+            _ => (piece, ""),
+        };
+        out.push_str(word.rsplit("::").next().unwrap_or(word));
+        out.push_str(delimiter);
+    }
+    out
 }
 
 /// Makes every expert of `m`'s store resident (nothing to do for a model loaded whole).
@@ -197,6 +242,7 @@ pub fn measure(
         readbacks_per_token: per.readbacks,
         host_waits_per_token: per.host_waits,
         decode_counts: last.counts,
+        kernels_per_token: Vec::new(),
     })
 }
 
@@ -231,6 +277,9 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
     let mut speed = measure(&m, &label, &args.backend, &ids, args.new_tokens, args.runs)?;
     speed.load_s = load_s;
     speed.all_resident = args.all_resident;
+    if args.kernels {
+        speed.kernels_per_token = decode_kernels(&m, &ids, args.new_tokens)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&speed)?);
     } else {
@@ -250,6 +299,29 @@ pub fn run(args: &SpeedArgs) -> Result<()> {
             speed.uploads_per_token,
             speed.host_waits_per_token
         );
+        for (kernel, n) in &speed.kernels_per_token {
+            println!("{n:8.2} per token  {kernel}");
+        }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_name;
+
+    #[test]
+    fn kernel_names_lose_their_module_paths() {
+        assert_eq!(
+            short_name(
+                "burn_cubecl::kernel::binary::KernelBinop<burn_cubecl::kernel::binary::AddOp>"
+            ),
+            "KernelBinop<AddOp>"
+        );
+        assert_eq!(
+            short_name("a::Entry<x::Args, y::Scalar<z::Lhs>, (), w::T>"),
+            "Entry<Args, Scalar<Lhs>, (), T>"
+        );
+        assert_eq!(short_name("plain"), "plain");
+    }
 }

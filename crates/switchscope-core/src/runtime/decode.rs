@@ -14,9 +14,9 @@
 use switchscope_wire::LayerRouting;
 
 use super::Switch;
-use super::generate::{GenerateOptions, Progress, Step};
+use super::generate::{Decoding, GenerateOptions, Progress, Step};
 use crate::CoreError;
-use crate::counters::{self, Counts, Tally};
+use crate::counters;
 use crate::kernels::{DeviceToken, Gpu, ReadLater, argmax};
 use crate::model::routing::{PendingRoute, decisions, finish};
 use crate::model::stack::DecoderCache;
@@ -30,14 +30,6 @@ struct Queued<'g> {
     pending: Vec<PendingRoute>,
     /// Layers routed on the host (their routing already read).
     routing: Vec<LayerRouting>,
-}
-
-/// The generation's state the loop adds to.
-pub(super) struct Decoding<'a> {
-    pub output: &'a mut Vec<u32>,
-    pub steps: &'a mut Vec<Step>,
-    pub tally: &'a Tally,
-    pub counts: &'a mut Counts,
 }
 
 impl Switch {

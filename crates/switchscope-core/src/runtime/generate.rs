@@ -129,7 +129,7 @@ impl Switch {
         #[cfg(any(feature = "wgpu", feature = "webgpu"))]
         let pipelined = match self.pipelines(options) {
             Some(gpu) => {
-                let at = super::decode::Decoding {
+                let at = Decoding {
                     output: &mut output,
                     steps: &mut steps,
                     tally: &tally,
@@ -214,6 +214,15 @@ impl Switch {
         let _ = (logits, sampling);
         Ok(None)
     }
+}
+
+/// A generation's state that a decode loop adds to.
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub(super) struct Decoding<'a> {
+    pub output: &'a mut Vec<u32>,
+    pub steps: &'a mut Vec<Step>,
+    pub tally: &'a Tally,
+    pub counts: &'a mut Counts,
 }
 
 /// Picks the next token from `logits`.
