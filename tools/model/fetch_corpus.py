@@ -82,7 +82,10 @@ def download(dl: Path) -> dict[str, Path]:
         path = dl / fname
         if not path.exists() or sha256(path) != want:
             if kind == "deb":
-                subprocess.run(["apt-get", "download", spec], cwd=dl, check=True)
+                if subprocess.run(["apt-get", "download", spec], cwd=dl).returncode != 0:
+                    # a fresh machine's package lists may predate the pinned version: refresh, retry once
+                    subprocess.run(["apt-get", "update", "-qq"], check=True)
+                    subprocess.run(["apt-get", "download", spec], cwd=dl, check=True)
             else:
                 subprocess.run(["npm", "pack", spec, "--silent"], cwd=dl, check=True, stdout=subprocess.DEVNULL)
         got = sha256(path)

@@ -484,6 +484,133 @@ fn argmax_and_embed_kernels_match_their_references() {
     assert_eq!(read(row), table[211 * width..212 * width].to_vec());
 }
 
+#[test]
+fn layer_norm_kernel_matches_reference() {
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x0e75_4a11);
+    for (rows, width) in [
+        (1, 1),
+        (1, 7),
+        (3, 255),
+        (2, 256),
+        (5, 257),
+        (1, 512),
+        (4, 1000),
+    ] {
+        // rows of very different magnitudes: the scale must be each row's own
+        let x: Vec<f32> = rng
+            .values(rows * width)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * 10f32.powi((i / width) as i32 - 1))
+            .collect();
+        let weight = rng.values(width);
+        let want = reference::rms_norm(&x, &weight, 1e-6);
+        let w = Tensor::<1>::from_data(TensorData::new(weight, [width]), &device);
+        let got =
+            kernels::layer_norm(&gpu, tensor(x.clone(), [rows, width], &device), w, 1e-6).unwrap();
+        // each row against its own largest output (rows differ in scale)
+        let got = read(got);
+        for r in 0..rows {
+            let span = r * width..(r + 1) * width;
+            assert_close(
+                &got[span.clone()],
+                &want[span],
+                &format!("{rows}×{width}, row {r}"),
+            );
+        }
+    }
+    let w = Tensor::<1>::from_data(TensorData::new(vec![1.0f32; 3], [3]), &device);
+    let err =
+        kernels::layer_norm(&gpu, tensor(vec![1.0; 4], [1, 4], &device), w, 1e-6).unwrap_err();
+    assert!(
+        err.to_string().contains("width 3 for rows of width 4"),
+        "{err}"
+    );
+}
+
+/// One query per sequence against cached keys, every head in one launch, equals the
+/// reference for each sequence and head: caches longer than the keys attended to, biases
+/// shared by every head or per head, at an offset, a row masked to the f32 minimum.
+#[test]
+fn attention_kernel_matches_reference() {
+    use kernels::BiasLayout;
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0xa77e_0d01);
+    // (batch, heads, d_kv, keys, rows of the cache, bias layout per head or shared)
+    for (batch, heads, d_kv, keys, rows, per_head) in [
+        (1, 1, 1, 1, 1, true),
+        (1, 6, 64, 1, 4, true),
+        (2, 6, 64, 37, 37, false),
+        (1, 4, 48, 300, 512, true),
+        (3, 2, 256, 257, 260, false),
+        (1, 8, 32, 2048, 2048, true),
+    ] {
+        let q = rng.values(batch * heads * d_kv);
+        let k = rng.values(batch * heads * rows * d_kv);
+        let v = rng.values(batch * heads * rows * d_kv);
+        let offset = 5;
+        let layout = BiasLayout {
+            batch: if per_head { heads * keys } else { keys },
+            head: if per_head { keys } else { 0 },
+            offset,
+        };
+        let bias_len = offset + (batch - 1) * layout.batch + (heads - 1) * layout.head + keys;
+        let mut bias: Vec<f32> = rng.values(bias_len).iter().map(|v| v * 4.0).collect();
+        bias[offset] = f32::MIN; // a masked key
+        let t4 = |values: Vec<f32>| {
+            Tensor::<4>::from_data(TensorData::new(values, [batch, heads, rows, d_kv]), &device)
+        };
+        let got = kernels::attend_one(
+            &gpu,
+            tensor(q.clone(), [batch, heads * d_kv], &device),
+            (t4(k.clone()), t4(v.clone())),
+            keys,
+            Tensor::<1>::from_data(TensorData::new(bias.clone(), [bias_len]), &device),
+            layout,
+        )
+        .unwrap()
+        .expect("sizes the kernel takes");
+        let got = read(got);
+        for b in 0..batch {
+            for h in 0..heads {
+                let at = (b * heads + h) * d_kv;
+                let kv_at = (b * heads + h) * rows * d_kv;
+                let bias_at = b * layout.batch + h * layout.head + offset;
+                let want = reference::attend(
+                    &q[at..at + d_kv],
+                    &k[kv_at..kv_at + keys * d_kv],
+                    &v[kv_at..kv_at + keys * d_kv],
+                    &bias[bias_at..bias_at + keys],
+                );
+                let what = format!("{batch}×{heads}×{d_kv}, {keys} keys: sequence {b}, head {h}");
+                assert_close(&got[at..at + d_kv], &want, &what);
+            }
+        }
+    }
+    // more keys than the kernel holds: burn's path
+    let big = |rows| Tensor::<4>::zeros([1, 1, rows, 8], &device);
+    let none = kernels::attend_one(
+        &gpu,
+        tensor(vec![0.0; 8], [1, 8], &device),
+        (big(2049), big(2049)),
+        2049,
+        Tensor::<1>::zeros([2049], &device),
+        BiasLayout::default(),
+    )
+    .unwrap();
+    assert!(none.is_none());
+    let short = kernels::attend_one(
+        &gpu,
+        tensor(vec![0.0; 8], [1, 8], &device),
+        (big(4), big(4)),
+        4,
+        Tensor::<1>::zeros([3], &device),
+        BiasLayout::default(),
+    );
+    assert!(short.unwrap_err().to_string().contains("with 3 biases"));
+}
+
 /// One token through a table of a layer's experts, the expert chosen by the router kernel on
 /// the device (its slot and routing weight never visit the host), gives what `sparse_ffn` gives
 /// with the same routing decided on the host; a token dropped by the capacity gives exactly 0.

@@ -65,6 +65,18 @@ impl Gpu {
         Some(gpu.with_f16(true))
     }
 
+    /// The kernels' context of the device `t` lives on, or `None` when it is not a CubeCL one;
+    /// unlike [`Self::of`], it allocates nothing (the model asks per layer).
+    pub fn of_tensor<const D: usize>(t: &Tensor<D>) -> Option<Self> {
+        let t = t.clone().try_into_primitive::<CubeBackend>().ok()?;
+        let gpu = Self {
+            client: t.client,
+            device: t.device,
+            f16: false,
+        };
+        Some(gpu.with_f16(true))
+    }
+
     /// Whether this adapter keeps scales in f16 (`shader-f16`; SwiftShader has not).
     pub fn has_f16(&self) -> bool {
         self.f16

@@ -10,6 +10,8 @@
 //!   router kernel's choice selects the expert on the device.
 //! - [`argmax`](argmax/index.html): greedy decoding's pick and the next step's embedding, so
 //!   that the next token stays on the device.
+//! - [`rms_norm`](rms_norm/index.html): T5's layer norm in one launch instead of six.
+//! - [`attend`](attend/index.html): one query's attention, every head, in one launch.
 //!
 //! [`gpu`](gpu/index.html) is the device they run on, [`quant_matrix`](quant_matrix/index.html)
 //! the experts' matrices resident on it, and [`launch`](launch/index.html) runs the sparse layer's
@@ -23,6 +25,8 @@ pub mod reference;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod argmax;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod attend;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod expert_table;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod gpu;
@@ -33,6 +37,10 @@ pub mod qmatmul;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod quant_matrix;
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+mod reduce;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+pub mod rms_norm;
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub mod router;
 
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
@@ -41,8 +49,8 @@ pub use expert_table::ExpertTable;
 pub use gpu::{FUSED_MAX_TOKENS, Gpu, MAX_BINDING_BYTES};
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use launch::{
-    Assignment, DeviceRoute, DeviceToken, ReadLater, argmax, embed, quant_matmul, read_token,
-    route, route_on_device, sparse_ffn,
+    Assignment, BiasLayout, DeviceRoute, DeviceToken, ReadLater, argmax, attend_one, embed,
+    layer_norm, quant_matmul, read_token, route, route_on_device, sparse_ffn,
 };
 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
 pub use quant_matrix::{QuantExpert, QuantMatrix};

@@ -121,6 +121,43 @@ pub fn argmax(values: &[f32]) -> usize {
     best
 }
 
+/// [`super::rms_norm`]'s definition, T5's layer norm: each row of `x` (`rows × width`,
+/// row-major) times `1 / sqrt(mean of its squares + eps)`, then times `weight` element-wise.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let width = weight.len();
+    x.chunks(width)
+        .flat_map(|row| {
+            let mean = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
+            let inv = 1.0 / (mean + eps).sqrt();
+            row.iter().zip(weight).map(move |(v, w)| v * inv * w)
+        })
+        .collect()
+}
+
+/// [`super::attend`]'s definition for one sequence and head: `q` `[d_kv]`, `k` and `v`
+/// `[keys, d_kv]` (row-major), `bias` `[keys]`; `softmax(q · kᵀ + bias) · v`, `[d_kv]`.
+pub fn attend(q: &[f32], k: &[f32], v: &[f32], bias: &[f32]) -> Vec<f32> {
+    let d_kv = q.len();
+    let scores: Vec<f32> = k
+        .chunks(d_kv)
+        .zip(bias)
+        .map(|(row, b)| row.iter().zip(q).map(|(a, c)| a * c).sum::<f32>() + b)
+        .collect();
+    let largest = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f32> = scores.iter().map(|s| (s - largest).exp()).collect();
+    let total: f32 = weights.iter().sum();
+    (0..d_kv)
+        .map(|c| {
+            let weighted: f32 = weights
+                .iter()
+                .zip(v.chunks(d_kv))
+                .map(|(w, row)| w * row[c])
+                .sum();
+            weighted / total
+        })
+        .collect()
+}
+
 /// Top-1 routing of one sequence from its probabilities (`tokens × experts`, row-major):
 /// argmax with ties to the lowest index, then capacity counted in position order.
 pub fn route_sequence(

@@ -53,6 +53,15 @@ impl Attention {
     /// - output: `[batch, queries, d_model]`
     pub fn forward(&self, x: Tensor<3>, kv: &KeyValue, bias: Tensor<4>) -> Tensor<3> {
         let [b, s, _] = x.dims();
+        // One query per sequence (a decode step) on a GPU: one launch of our kernel instead of
+        // a dozen of burn's (the same arithmetic, summed in other orders).
+        #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+        if s == 1
+            && let Some(gpu) = crate::kernels::Gpu::of_tensor(&x)
+            && let Some(out) = self.attend_one(&gpu, x.clone(), kv, bias.clone())
+        {
+            return out;
+        }
         let q = self.split_heads(linear(x, &self.q));
         let scores = q.matmul(kv.k.clone().swap_dims(2, 3)) + bias;
         let weights = activation::softmax(scores, 3);
@@ -62,6 +71,35 @@ impl Attention {
                 .swap_dims(1, 2)
                 .reshape([b, s, self.n_heads * self.d_kv]);
         linear(out, &self.o)
+    }
+
+    /// [`Self::forward`] for one query per sequence, on our kernel; `None` for sizes it does
+    /// not take (or, never for this model's tensors, a failed launch), where burn's ops run.
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    fn attend_one(
+        &self,
+        gpu: &crate::kernels::Gpu,
+        x: Tensor<3>,
+        kv: &KeyValue,
+        bias: Tensor<4>,
+    ) -> Option<Tensor<3>> {
+        use crate::kernels::{BiasLayout, attend};
+        let [b, _, _] = x.dims();
+        let [bias_b, bias_h, _, keys] = bias.dims();
+        if keys > attend::MAX_KEYS as usize || self.d_kv > attend::UNITS as usize {
+            return None;
+        }
+        let width = self.n_heads * self.d_kv;
+        let layout = BiasLayout {
+            batch: if bias_b == 1 { 0 } else { bias_h * keys },
+            head: if bias_h == 1 { 0 } else { keys },
+            offset: 0,
+        };
+        let q = linear(x, &self.q).reshape([b, width]);
+        let bias = bias.reshape([bias_b * bias_h * keys]);
+        let kv = (kv.k.clone(), kv.v.clone());
+        let out = crate::kernels::attend_one(gpu, q, kv, keys, bias, layout).ok()??;
+        Some(linear(out.reshape([b, 1, width]), &self.o))
     }
 
     /// The relative position bias for queries at positions `query_start..query_start+queries`

@@ -255,14 +255,24 @@ impl Stack {
 
     /// Fills `cache.cross_kv` from the encoder output (once per prompt).
     fn prepare_cross(&self, encoded: &Tensor<3>, cache: &mut DecoderCache) {
+        // Laid out contiguously once, so that no step copies them again.
+        let contiguous = |t: Tensor<4>| {
+            let dims = t.dims();
+            t.reshape([dims.iter().product::<usize>()]).reshape(dims)
+        };
         cache.cross_kv = self
             .block
             .iter()
             .map(|b| {
-                b.cross_attention
+                let kv = b
+                    .cross_attention
                     .as_ref()
                     .expect("decoder blocks have cross-attention")
-                    .key_value(encoded.clone())
+                    .key_value(encoded.clone());
+                KeyValue {
+                    k: contiguous(kv.k),
+                    v: contiguous(kv.v),
+                }
             })
             .collect();
     }
