@@ -6,6 +6,7 @@
 
 mod bench;
 mod fuzz;
+mod http;
 #[cfg(test)]
 mod layers;
 mod plot;
@@ -21,7 +22,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [options]
 
 commands:
-  serve [--port N] [--skip-build]   build the web app in release and serve it on 127.0.0.1:N (8080)
+  serve [--port N] [--skip-build] [--dir NAME=PATH]
+                                    build the web app in release and serve it on 127.0.0.1:N (8080),
+                                    with PATH at /NAME/ (byte ranges, ETags)
   test                              install what tests need, then run every test (fmt, clippy,
                                     native, wasm in Chromium, end-to-end); stops at the first failure
   build-web                         build the web app in release into dist/

@@ -1,22 +1,23 @@
 //! `cargo xtask serve`: build the web app in release with Trunk and serve `dist/` over HTTP.
 //!
-//! The server is ours (std only) rather than `trunk serve`, so that what the tests exercise is
-//! exactly what users get: the release build, correct MIME types (`application/wasm`), no
-//! rebuild or reload machinery in between.
+//! The server is ours ([`crate::http`], std only) rather than `trunk serve`, so that what the
+//! tests exercise is exactly what users get: the release build, correct MIME types
+//! (`application/wasm`), byte ranges and validators, no rebuild or reload machinery in between.
+//! `--dir NAME=PATH` also serves a directory at `/NAME/` (a checkpoint to try, say).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Component, Path, PathBuf};
-use std::thread;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use crate::http::{self, Site};
 use crate::root;
 use crate::tools::{self, Tools};
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut port = 8080u16;
     let mut build = true;
+    let mut mounts = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -27,6 +28,7 @@ pub fn run(args: &[String]) -> Result<()> {
                     .parse()
                     .context("--port needs a number")?;
             }
+            "--dir" => mounts.push(mount(it.next().map(String::as_str))?),
             "--skip-build" => build = false,
             other => bail!("unknown option {other:?} for serve"),
         }
@@ -42,8 +44,32 @@ pub fn run(args: &[String]) -> Result<()> {
     let listener = TcpListener::bind(("127.0.0.1", port))
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} (is it in use?)"))?;
     println!("Switchscope is served at http://127.0.0.1:{port}/  (Ctrl-C stops it)");
-    serve_forever(listener, dist);
+    for (name, dir) in &mounts {
+        println!("  {} at http://127.0.0.1:{port}/{name}/", dir.display());
+    }
+    let site = Site { root: dist, mounts };
+    http::serve_forever(listener, site);
     Ok(())
+}
+
+/// `NAME=PATH` of `--dir`: an existing directory, served at `/NAME/`.
+fn mount(arg: Option<&str>) -> Result<(String, PathBuf)> {
+    let arg = arg.context("--dir needs NAME=PATH")?;
+    let (name, path) = arg
+        .split_once('=')
+        .with_context(|| format!("--dir {arg:?}: expected NAME=PATH"))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("--dir {arg:?}: NAME must be letters, digits, '-', '_' or '.'");
+    }
+    let path = PathBuf::from(path);
+    if !path.is_dir() {
+        bail!("--dir {arg:?}: {} is not a directory", path.display());
+    }
+    Ok((name.to_owned(), path))
 }
 
 /// `trunk build --release`, offline, into `dist/`.
@@ -51,112 +77,9 @@ pub fn build_web(tools: &Tools) -> Result<()> {
     tools::run(tools.command("trunk").args(["build", "--release"]))
 }
 
-/// Starts the server on an ephemeral port in a background thread; returns its address.
+/// Serves `dist` on an ephemeral port in a background thread; returns its address.
 pub fn spawn(dist: PathBuf) -> Result<SocketAddr> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))?;
-    let addr = listener.local_addr()?;
-    thread::spawn(move || serve_forever(listener, dist));
-    Ok(addr)
-}
-
-fn serve_forever(listener: TcpListener, dist: PathBuf) {
-    for stream in listener.incoming().flatten() {
-        let dist = dist.clone();
-        thread::spawn(move || {
-            if let Err(e) = handle(stream, &dist) {
-                eprintln!("serve: {e:#}");
-            }
-        });
-    }
-}
-
-fn content_type(path: &Path) -> &'static str {
-    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
-        "html" => "text/html; charset=utf-8",
-        "js" | "mjs" => "text/javascript; charset=utf-8",
-        "wasm" => "application/wasm",
-        "css" => "text/css; charset=utf-8",
-        "json" => "application/json",
-        "webmanifest" => "application/manifest+json",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "ico" => "image/x-icon",
-        "txt" | "md" => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
-/// Maps a request path onto a file under `dist`, refusing anything that leaves it.
-fn resolve(dist: &Path, request_path: &str) -> Option<PathBuf> {
-    let path = request_path.split(['?', '#']).next().unwrap_or("/");
-    let relative = Path::new(path.trim_start_matches('/'));
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_)))
-    {
-        return None;
-    }
-    let mut full = dist.join(relative);
-    if full.is_dir() {
-        full = full.join("index.html");
-    }
-    full.is_file().then_some(full)
-}
-
-fn handle(stream: TcpStream, dist: &Path) -> Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers; no request here has a body we need.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let mut parts = request_line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-    let mut out = stream;
-    if method != "GET" && method != "HEAD" {
-        return respond(
-            &mut out,
-            "405 Method Not Allowed",
-            "text/plain",
-            b"method not allowed\n",
-            false,
-        );
-    }
-    match resolve(dist, target) {
-        Some(file) => {
-            let body = std::fs::read(&file)?;
-            respond(
-                &mut out,
-                "200 OK",
-                content_type(&file),
-                &body,
-                method == "HEAD",
-            )
-        }
-        None => respond(
-            &mut out,
-            "404 Not Found",
-            "text/plain",
-            b"not found\n",
-            method == "HEAD",
-        ),
-    }
-}
-
-fn respond(out: &mut TcpStream, status: &str, ctype: &str, body: &[u8], head: bool) -> Result<()> {
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
-    if !head {
-        out.write_all(body)?;
-    }
-    out.flush()?;
-    Ok(())
+    http::spawn(Site::new(dist))
 }
 
 #[cfg(test)]
@@ -164,18 +87,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resolve_stays_inside_dist() {
-        let dir = std::env::temp_dir().join(format!("xtask-serve-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("sub")).unwrap();
-        std::fs::write(dir.join("index.html"), "x").unwrap();
-        std::fs::write(dir.join("sub/a.wasm"), "x").unwrap();
-        assert_eq!(resolve(&dir, "/"), Some(dir.join("index.html")));
-        assert_eq!(resolve(&dir, "/?backend=cpu"), Some(dir.join("index.html")));
-        assert_eq!(resolve(&dir, "/sub/a.wasm"), Some(dir.join("sub/a.wasm")));
-        assert_eq!(resolve(&dir, "/../etc/passwd"), None);
-        assert_eq!(resolve(&dir, "/sub/../../x"), None);
-        assert_eq!(resolve(&dir, "/missing.js"), None);
-        assert_eq!(content_type(Path::new("a.wasm")), "application/wasm");
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn dir_mounts_are_checked() {
+        let here = std::env::temp_dir();
+        let ok = format!("ckpt={}", here.display());
+        assert_eq!(mount(Some(&ok)).unwrap(), ("ckpt".to_owned(), here.clone()));
+        let err = |arg: Option<&str>| mount(arg).unwrap_err().to_string();
+        assert!(err(None).contains("NAME=PATH"));
+        assert!(err(Some("ckpt")).contains("expected NAME=PATH"));
+        assert!(err(Some(&format!("a/b={}", here.display()))).contains("NAME must be"));
+        assert!(err(Some("x=/no/such/dir")).contains("is not a directory"));
     }
 }
