@@ -147,17 +147,17 @@ test('the preset menu fills the prompt and its max new tokens', async () => {
     const preset = page.getByTestId('preset');
     const box = page.getByTestId('prompt');
     const tokens = page.getByTestId('max-new-tokens');
-    // the default preset: the prose fill-in
-    assert.equal(await preset.inputValue(), 'prose');
-    assert.match(await box.inputValue(), /<extra_id_0>/);
-    assert.equal(await tokens.inputValue(), '24');
-    assert.match(await page.getByTestId('preset-provenance').innerText(), /in the training data/);
-    await screenshot(page, 'params-preset-default');
-
-    await preset.selectOption('en-es');
+    // the default preset: a held-out verse, English to Spanish
+    assert.equal(await preset.inputValue(), 'en-es');
     assert.match(await box.inputValue(), /^translate English to Spanish: /);
     assert.equal(await tokens.inputValue(), '64');
     assert.match(await page.getByTestId('preset-provenance').innerText(), /held-out verse.*not in the training data/);
+    await screenshot(page, 'params-preset-default');
+
+    await preset.selectOption('prose');
+    assert.match(await box.inputValue(), /<extra_id_0>/);
+    assert.equal(await tokens.inputValue(), '24');
+    assert.match(await page.getByTestId('preset-provenance').innerText(), /in the training data/);
 
     // Typing makes it the user's own text; the URL's preset= chooses another start.
     await box.fill('translate Spanish to English: Y dijo Dios.');

@@ -18,9 +18,9 @@ pub struct Preset {
     pub provenance: &'static str,
 }
 
-/// The preset the page starts with ([`starting_prompt`]): the prose fill-in while the default
-/// model is the first generation (span corruption only), which translates nothing yet.
-pub const DEFAULT_PRESET: &str = "prose";
+/// The preset the page starts with ([`starting_prompt`]): a held-out verse to translate, the
+/// default model's main task (its model card has the held-out scores).
+pub const DEFAULT_PRESET: &str = "en-es";
 
 /// The presets. The verses are from chapters held out of every training task and of the corpus
 /// (`tools/model/heldout/`), so the answers are the model's own.
@@ -28,10 +28,10 @@ pub const PRESETS: [Preset; 5] = [
     Preset {
         id: "en-es",
         label: "English → Spanish",
-        prompt: "translate English to Spanish: And Abraham bowed down himself before the people of the land.",
+        prompt: "translate English to Spanish: And Ephron answered Abraham, saying unto him,",
         max_new_tokens: 64,
-        provenance: "A held-out verse (Genesis 23:12, King James Version): not in the training data. \
-                     Reina-Valera 1909 has \"Y Abraham se inclinó delante del pueblo de la tierra.\"",
+        provenance: "A held-out verse (Genesis 23:14, King James Version): not in the training data. \
+                     Reina-Valera 1909 has \"Y respondió Ephrón á Abraham, diciéndole:\"",
     },
     Preset {
         id: "es-en",
