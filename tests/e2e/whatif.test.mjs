@@ -30,7 +30,7 @@ async function exportsAgreeWithTheGrid(page, cells) {
       assert.equal(row.expert, cell.expert, `CSV ${where}`);
       assert.equal(row.chosen, cell.chosen, `CSV ${where}`);
       assert.equal(row.dropped, cell.expert === -1, `CSV ${where}`);
-      assert.ok(Math.abs(row.probability - layer.weight[t]) <= 5e-7, `CSV ${where}`);
+      assert.equal(row.probability, layer.weight[t], `CSV ${where}`);
       n++;
     }
   }

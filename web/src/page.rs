@@ -147,7 +147,8 @@ pub fn balance_loss(route: &LayerRouting, experts: usize) -> f64 {
 pub const CSV_HEADER: &str = "stack,block,token,piece,expert,chosen,probability,dropped";
 
 /// The routing `layers` shows (the run's, or a capacity what-if's) as CSV: one line per
-/// (layer, token), the token's piece from `trace`.
+/// (layer, token), the token's piece from `trace`; the probability in the shortest digits that
+/// read back as the same `f32`, as the JSON export writes it.
 pub fn csv(layers: &[LayerRouting], trace: &Trace) -> String {
     let mut out = format!("{CSV_HEADER}\n");
     for route in layers {
@@ -158,7 +159,7 @@ pub fn csv(layers: &[LayerRouting], trace: &Trace) -> String {
                 .map_or("", String::as_str)
                 .replace('"', "\"\"");
             out.push_str(&format!(
-                "{},{},{i},\"{piece}\",{},{},{:.6},{}\n",
+                "{},{},{i},\"{piece}\",{},{},{},{}\n",
                 route.stack.as_str(),
                 route.block,
                 route.expert[i],

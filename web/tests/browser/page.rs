@@ -180,20 +180,17 @@ fn csv_has_one_line_per_layer_and_token_of_the_routing_shown() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], CSV_HEADER);
     assert_eq!(lines.len(), 1 + 3 * 2 + 2 * 2);
-    assert_eq!(lines[1], "encoder,1,0,\"▁a\",0,0,0.750000,false");
+    assert_eq!(lines[1], "encoder,1,0,\"▁a\",0,0,0.75,false");
     // A dropped token: expert -1, the router's choice kept; quotes doubled inside the piece.
-    assert_eq!(
-        lines[2],
-        "encoder,1,1,\"▁\"\"quoted\"\"\",-1,0,0.562500,true"
-    );
-    assert_eq!(lines[7], "decoder,1,0,\"p7\",0,0,0.625000,false");
-    assert_eq!(lines[10], "decoder,3,1,\"p8\",0,0,0.750000,false");
+    assert_eq!(lines[2], "encoder,1,1,\"▁\"\"quoted\"\"\",-1,0,0.5625,true");
+    assert_eq!(lines[7], "decoder,1,0,\"p7\",0,0,0.625,false");
+    assert_eq!(lines[10], "decoder,3,1,\"p8\",0,0,0.75,false");
     // The what-if's layers are what it writes, not the run's.
     let mut what_if = layers.clone();
     what_if[1].expert = vec![-1, -1, 0];
     let lines: Vec<String> = csv(&what_if, &t).lines().map(str::to_owned).collect();
-    assert_eq!(lines[4], "encoder,3,0,\"▁a\",-1,1,0.750000,true");
-    assert_eq!(lines[6], "encoder,3,2,\"<extra_id_0>\",0,0,1.000000,false");
+    assert_eq!(lines[4], "encoder,3,0,\"▁a\",-1,1,0.75,true");
+    assert_eq!(lines[6], "encoder,3,2,\"<extra_id_0>\",0,0,1,false");
 }
 
 #[wasm_bindgen_test]
