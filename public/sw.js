@@ -13,7 +13,32 @@ const SHELL = `switchscope-shell-${BUILD ? BUILD.version : 'unstamped'}`;
 self.addEventListener('install', (event) => {
   if (!BUILD) return;
   // Not skipWaiting(): the page offers the update and the user chooses when to reload.
-  event.waitUntil(caches.open(SHELL).then((cache) => cache.addAll(BUILD.shell)));
+  event.waitUntil(
+    (async () => {
+      const cache = await caches.open(SHELL);
+      // On a first visit the page has just downloaded most of these files, and they are in
+      // the browser's HTTP cache: `no-cache` revalidates each one (If-None-Match against the
+      // server's ETag), so an unchanged file comes back as a bodiless 304 and crosses the
+      // network once, while a file that changed (an update) or was never loaded is downloaded.
+      // `ok` guards against keeping an error page as the app.
+      // A page is in the HTTP cache under the address it was opened at, query included
+      // (`/?model=…`): revalidate that address for its file.
+      const pages = (await self.clients.matchAll({ type: 'window', includeUncontrolled: true })).map((c) => new URL(c.url));
+      const source = (path) => {
+        const file = new URL(path, self.registration.scope);
+        const root = path === 'index.html' ? new URL('./', self.registration.scope).pathname : null;
+        const page = pages.find((u) => u.origin === file.origin && (u.pathname === file.pathname || u.pathname === root));
+        return page ? page.href : root ?? path;
+      };
+      await Promise.all(
+        BUILD.shell.map(async (path) => {
+          const response = await fetch(new Request(source(path), { cache: 'no-cache' }));
+          if (!response.ok) throw new Error(`precaching ${path}: HTTP ${response.status}`);
+          await cache.put(path, response);
+        }),
+      );
+    })(),
+  );
 });
 
 self.addEventListener('activate', (event) => {
@@ -41,7 +66,9 @@ self.addEventListener('fetch', (event) => {
     (async () => {
       const cache = await caches.open(SHELL);
       const key = request.mode === 'navigate' ? new URL(url.pathname.endsWith('/') ? 'index.html' : url.pathname, url).href : request;
-      const hit = await cache.match(key, { ignoreSearch: request.mode === 'navigate' });
+      // ignoreVary: a shell file was stored with whichever encoding it arrived in, and is the
+      // same file for any request.
+      const hit = await cache.match(key, { ignoreSearch: request.mode === 'navigate', ignoreVary: true });
       if (hit) return hit;
       return fetch(request);
     })(),

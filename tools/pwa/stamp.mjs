@@ -59,7 +59,7 @@ const hash = createHash('sha256');
 for (const p of shell) hash.update(p).update(readFileSync(join(dir, p)));
 const version = hash.digest('hex').slice(0, 16);
 const sw = readFileSync(join(dir, 'sw.js'), 'utf8');
-const stamped = sw.replace('const BUILD = null;', `const BUILD = ${JSON.stringify({ version, shell: ['./', ...shell] })};`);
+const stamped = sw.replace('const BUILD = null;', `const BUILD = ${JSON.stringify({ version, shell })};`);
 if (stamped === sw) throw new Error('sw.js has no "const BUILD = null;" line to stamp');
 writeFileSync(join(dir, 'sw.js'), stamped);
 console.log(`stamped sw.js: version ${version}, ${shell.length} shell files; wrote ${bootName}, embed.html; policy: ${policy}`);

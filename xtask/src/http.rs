@@ -9,6 +9,12 @@
 //! asks for). Responses allow any origin to read them and expose the headers a ranged reader
 //! checks (`Content-Range`, `ETag`, `Content-Length`, `Accept-Ranges`), so that a page on
 //! another origin can read a checkpoint served here.
+//!
+//! A file with precompressed copies beside it ([`crate::compress`]: `NAME.br`, `NAME.gz`) is
+//! answered with the best copy the request's `Accept-Encoding` takes (`Content-Encoding`,
+//! `Vary: Accept-Encoding`, an `ETag` of its own), but never for a `Range` request: ranges
+//! address the file's own bytes. An `If-None-Match` that names the current `ETag` gets
+//! `304 Not Modified` with no body.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -19,6 +25,8 @@ use std::thread;
 use std::time::UNIX_EPOCH;
 
 use anyhow::Result;
+
+use crate::compress::{CODINGS, Coding};
 
 /// What the server serves: `root` at `/`, and each mount's directory at `/NAME/`.
 #[derive(Debug, Clone)]
@@ -161,6 +169,48 @@ fn etag(meta: &std::fs::Metadata) -> String {
     format!("\"{:x}-{modified:x}\"", meta.len())
 }
 
+/// Whether an `Accept-Encoding` header takes `token` (`gzip;q=0` refuses it, `*` takes any
+/// coding not named).
+pub fn accepts(header: &str, token: &str) -> bool {
+    let mut star = false;
+    for item in header.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(0.0));
+        if name == token {
+            return q > 0.0;
+        }
+        if name == "*" {
+            star = q > 0.0;
+        }
+    }
+    star
+}
+
+/// The representation of `path` to send: a precompressed copy the request accepts (never for
+/// a range request), or the file itself; and whether the file has copies at all (`Vary`). A
+/// copy older than its file is stale (the file was rewritten after the build) and is not used.
+fn representation(
+    path: &Path,
+    accept: Option<&str>,
+    ranged: bool,
+) -> (PathBuf, Option<Coding>, bool) {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let file_time = modified(path);
+    let copies: Vec<Coding> = CODINGS
+        .into_iter()
+        .filter(|c| modified(&c.variant(path)).is_some_and(|t| Some(t) >= file_time))
+        .collect();
+    let chosen = copies
+        .iter()
+        .copied()
+        .find(|c| !ranged && accept.is_some_and(|a| accepts(a, c.token())));
+    let file = chosen.map_or_else(|| path.to_path_buf(), |c| c.variant(path));
+    (file, chosen, !copies.is_empty())
+}
+
 fn handle(stream: TcpStream, site: &Site) -> Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -189,14 +239,36 @@ fn handle(stream: TcpStream, site: &Site) -> Result<()> {
     let Some(path) = site.resolve(target) else {
         return respond_text(&mut out, "404 Not Found", "not found\n", head);
     };
-    let mut file = File::open(&path)?;
+    let (sent, coding, varies) = representation(
+        &path,
+        headers.get("accept-encoding").map(String::as_str),
+        headers.contains_key("range"),
+    );
+    let mut file = File::open(&sent)?;
     let meta = file.metadata()?;
     let len = meta.len();
-    let tag = etag(&meta);
+    let mut tag = etag(&meta);
+    if let Some(coding) = coding {
+        tag.insert_str(tag.len() - 1, &format!("-{}", coding.suffix()));
+    }
     let mut common = format!(
         "Content-Type: {}\r\nETag: {tag}\r\nAccept-Ranges: bytes\r\n",
         content_type(&path)
     );
+    if let Some(coding) = coding {
+        common.push_str(&format!("Content-Encoding: {}\r\n", coding.token()));
+    }
+    if varies {
+        common.push_str("Vary: Accept-Encoding\r\n");
+    }
+    let unchanged = headers
+        .get("if-none-match")
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    if unchanged {
+        write_head(&mut out, "304 Not Modified", &common, None)?;
+        out.flush()?;
+        return Ok(());
+    }
     // If-Range naming another version: the whole (current) file.
     let current = headers.get("if-range").is_none_or(|v| *v == tag);
     let range = headers
@@ -211,29 +283,32 @@ fn handle(stream: TcpStream, site: &Site) -> Result<()> {
         }
         Some(Err(Unsatisfiable)) => {
             common.push_str(&format!("Content-Range: bytes */{len}\r\n"));
-            write_head(&mut out, "416 Range Not Satisfiable", &common, 0)?;
+            write_head(&mut out, "416 Range Not Satisfiable", &common, Some(0))?;
             return Ok(());
         }
     };
-    write_head(&mut out, status, &common, count)?;
+    write_head(&mut out, status, &common, Some(count))?;
     if !head {
         file.seek(SeekFrom::Start(first))?;
         let copied = io::copy(&mut file.take(count), &mut out)?;
         if copied != count {
-            anyhow::bail!("{} shrank while being sent", path.display());
+            anyhow::bail!("{} shrank while being sent", sent.display());
         }
     }
     out.flush()?;
     Ok(())
 }
 
-fn write_head(out: &mut TcpStream, status: &str, headers: &str, len: u64) -> Result<()> {
+/// The status line and headers; `len` is the body's length (`None` for a 304, which has no
+/// body and must not announce one).
+fn write_head(out: &mut TcpStream, status: &str, headers: &str, len: Option<u64>) -> Result<()> {
+    let length = len.map_or_else(String::new, |l| format!("Content-Length: {l}\r\n"));
     write!(
         out,
-        "HTTP/1.1 {status}\r\n{headers}Content-Length: {len}\r\nCache-Control: no-cache\r\n\
+        "HTTP/1.1 {status}\r\n{headers}{length}Cache-Control: no-cache\r\n\
          X-Content-Type-Options: nosniff\r\nAccess-Control-Allow-Origin: *\r\n\
-         Access-Control-Expose-Headers: Content-Range, ETag, Content-Length, Accept-Ranges\r\n\
-         Connection: close\r\n\r\n"
+         Access-Control-Expose-Headers: Content-Range, ETag, Content-Length, Accept-Ranges, \
+         Content-Encoding\r\nConnection: close\r\n\r\n"
     )?;
     Ok(())
 }
@@ -243,7 +318,7 @@ fn respond_text(out: &mut TcpStream, status: &str, body: &str, head: bool) -> Re
         out,
         status,
         "Content-Type: text/plain\r\n",
-        body.len() as u64,
+        Some(body.len() as u64),
     )?;
     if !head {
         out.write_all(body.as_bytes())?;
@@ -390,5 +465,86 @@ mod tests {
         assert_eq!(status, "HTTP/1.1 404 Not Found");
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&ckpt).unwrap();
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_weights() {
+        assert!(accepts("gzip, deflate, br, zstd", "br"));
+        assert!(accepts("gzip;q=1.0, br;q=0.5", "br"));
+        assert!(!accepts("gzip, br;q=0", "br"));
+        assert!(!accepts("gzip", "br"));
+        assert!(accepts("*", "br"));
+        assert!(!accepts("*, br;q=0", "br"));
+        assert!(!accepts("identity", "gzip"));
+    }
+
+    #[test]
+    fn precompressed_copies_answer_accept_encoding_but_never_a_range() {
+        let dir = temp_dir("encodings");
+        let text = "export function run() { return 'expert 3'; }\n".repeat(300);
+        std::fs::write(dir.join("app.js"), &text).unwrap();
+        std::fs::write(dir.join("plain.js"), &text).unwrap();
+        crate::compress::write_variants(&dir).unwrap();
+        std::fs::remove_file(dir.join("plain.js.br")).unwrap();
+        std::fs::remove_file(dir.join("plain.js.gz")).unwrap();
+        let addr = spawn(Site::new(dir.clone())).unwrap();
+
+        let (status, h, body) = get(addr, "/app.js", "Accept-Encoding: gzip, deflate, br\r\n");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(h["content-encoding"], "br");
+        assert_eq!(h["vary"], "Accept-Encoding");
+        assert_eq!(h["content-type"], "text/javascript; charset=utf-8");
+        assert_eq!(body, std::fs::read(dir.join("app.js.br")).unwrap());
+        assert_eq!(h["content-length"], body.len().to_string());
+        let br_tag = h["etag"].clone();
+
+        let (_, h, body) = get(addr, "/app.js", "Accept-Encoding: gzip, br;q=0\r\n");
+        assert_eq!(h["content-encoding"], "gzip");
+        assert_eq!(body, std::fs::read(dir.join("app.js.gz")).unwrap());
+        assert_ne!(h["etag"], br_tag);
+
+        let (_, h, body) = get(addr, "/app.js", "");
+        assert!(!h.contains_key("content-encoding"));
+        assert_eq!(h["vary"], "Accept-Encoding");
+        assert_eq!(body, text.as_bytes());
+        let identity_tag = h["etag"].clone();
+        assert_ne!(identity_tag, br_tag);
+
+        // a range addresses the file's own bytes, whatever the request accepts
+        let (status, h, body) = get(
+            addr,
+            "/app.js",
+            "Accept-Encoding: br, gzip\r\nRange: bytes=7-14\r\n",
+        );
+        assert_eq!(status, "HTTP/1.1 206 Partial Content");
+        assert!(!h.contains_key("content-encoding"));
+        assert_eq!(body, &text.as_bytes()[7..15]);
+        assert_eq!(h["content-range"], format!("bytes 7-14/{}", text.len()));
+
+        // a file without copies says nothing about encodings
+        let (_, h, body) = get(addr, "/plain.js", "Accept-Encoding: br\r\n");
+        assert!(!h.contains_key("content-encoding") && !h.contains_key("vary"));
+        assert_eq!(body, text.as_bytes());
+
+        // revalidation: the representation's own tag, no body
+        let (status, h, body) = get(
+            addr,
+            "/app.js",
+            &format!("Accept-Encoding: br\r\nIf-None-Match: {br_tag}\r\n"),
+        );
+        assert_eq!(status, "HTTP/1.1 304 Not Modified");
+        assert!(body.is_empty() && !h.contains_key("content-length"));
+        assert_eq!(h["etag"], br_tag);
+        let (status, _, body) = get(addr, "/app.js", &format!("If-None-Match: {br_tag}\r\n"));
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(body, text.as_bytes());
+
+        // the file rewritten after its copies were made: the copies are stale, the file is sent
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.join("app.js"), "export const fresh = 1;\n").unwrap();
+        let (_, h, body) = get(addr, "/app.js", "Accept-Encoding: br, gzip\r\n");
+        assert!(!h.contains_key("content-encoding") && !h.contains_key("vary"));
+        assert_eq!(body, b"export const fresh = 1;\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

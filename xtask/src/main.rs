@@ -5,6 +5,7 @@
 //! Each command installs what it needs first (see [`tools`]), so each works on a fresh machine.
 
 mod bench;
+mod compress;
 mod fuzz;
 mod http;
 #[cfg(test)]

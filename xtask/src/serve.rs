@@ -2,7 +2,8 @@
 //!
 //! The server is ours ([`crate::http`], std only) rather than `trunk serve`, so that what the
 //! tests exercise is exactly what users get: the release build, correct MIME types
-//! (`application/wasm`), byte ranges and validators, no rebuild or reload machinery in between.
+//! (`application/wasm`), byte ranges and validators, precompressed copies answered by
+//! `Accept-Encoding`, no rebuild or reload machinery in between.
 //! `--dir NAME=PATH` also serves a directory at `/NAME/` (a checkpoint to try, say).
 
 use std::net::{SocketAddr, TcpListener};
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+use crate::compress;
 use crate::http::{self, Site};
 use crate::root;
 use crate::tools::{self, Tools};
@@ -72,9 +74,30 @@ fn mount(arg: Option<&str>) -> Result<(String, PathBuf)> {
     Ok((name.to_owned(), path))
 }
 
-/// `trunk build --release`, offline, into `dist/`.
+/// `trunk build --release`, offline, into `dist/`; then the precompressed copies that the
+/// server answers `Accept-Encoding` with.
 pub fn build_web(tools: &Tools) -> Result<()> {
-    tools::run(tools.command("trunk").args(["build", "--release"]))
+    tools::run(tools.command("trunk").args(["build", "--release"]))?;
+    let dist = root().join("dist");
+    let written = compress::write_variants(&dist)?;
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "precompressed {} files: {:.2} MB, {:.2} MB as their smallest copies",
+        written.files,
+        mb(written.bytes),
+        mb(written.smallest)
+    );
+    let code = compress::app_code(&dist)?;
+    let listed: Vec<String> = code
+        .iter()
+        .map(|(name, _, gz)| format!("{name} {:.2} MB", mb(*gz)))
+        .collect();
+    println!(
+        "the app's code (wasm and JS): {:.2} MB gzipped ({})",
+        mb(code.iter().map(|c| c.2).sum()),
+        listed.join(", ")
+    );
+    Ok(())
 }
 
 /// Serves `dist` on an ephemeral port in a background thread; returns its address.

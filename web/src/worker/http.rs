@@ -97,7 +97,8 @@ async fn body(response: &web_sys::Response) -> Result<Vec<u8>, String> {
 }
 
 /// Reads a network response's body chunk by chunk, telling the page how far it got (at most
-/// every 100 ms, and once at the end) so that a slow transfer is visibly moving.
+/// every 100 ms, and once at the end) so that a slow transfer is visibly moving; `expected` is
+/// the file's size in the manifest.
 async fn body_with_progress(
     response: &web_sys::Response,
     file: &str,
@@ -108,13 +109,10 @@ async fn body_with_progress(
         Ok(reader) if !stream.is_null() => reader,
         _ => return body(response).await.map_err(Failure::Retry),
     };
-    let total = call(&get(response, "headers"), "get", &["content-length".into()])
-        .ok()
-        .and_then(|v| v.as_string())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(expected);
-    let mut bytes =
-        Vec::with_capacity(usize::try_from(total.min(expected.max(1) * 2)).unwrap_or(0));
+    // Progress counts against the manifest's size of the decoded file, not `Content-Length`: a
+    // server that sends the file compressed announces the compressed length, while the stream
+    // yields decoded bytes. (The reservation is capped: the manifest is not trusted yet.)
+    let mut bytes = Vec::with_capacity(usize::try_from(expected.min(1 << 28)).unwrap_or(0));
     let mut last = 0.0;
     let report = |received: usize, total: u64| {
         super::reply::post(&crate::protocol::Response::Download {
@@ -146,7 +144,7 @@ async fn body_with_progress(
         let now = crate::gpu::now_ms();
         if now - last >= 100.0 {
             last = now;
-            report(bytes.len(), total.max(bytes.len() as u64));
+            report(bytes.len(), expected.max(bytes.len() as u64));
         }
     }
     report(bytes.len(), bytes.len() as u64);
