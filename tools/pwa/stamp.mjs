@@ -1,5 +1,5 @@
-// Trunk post-build hook (see Trunk.toml): moves Trunk's inline start-up script into a file and
-// gives index.html a strict Content-Security-Policy, makes embed.html (the app's compact view)
+// Trunk post-build hook (see Trunk.toml): moves Trunk's inline start-up script into a file (after
+// a check for WebAssembly SIMD) and gives index.html a strict Content-Security-Policy, makes embed.html (the app's compact view)
 // from index.html, and writes the build's version and shell file list into sw.js. Runs in
 // $TRUNK_STAGING_DIR, before Trunk moves the build into dist/.
 import { createHash } from 'node:crypto';
@@ -16,7 +16,20 @@ let index = readFileSync(join(dir, 'index.html'), 'utf8');
 const inline = /<script type="module">([\s\S]*?)<\/script>/g;
 const scripts = [...index.matchAll(inline)];
 if (scripts.length !== 1) throw new Error(`expected one inline module script in index.html, found ${scripts.length}`);
-const boot = scripts[0][1].trim() + '\n';
+// The app's wasm is built for WebAssembly SIMD (see .cargo/config.toml): a browser without it
+// could not compile it, so the start-up script checks first (a module of one SIMD instruction)
+// and says what is missing instead of failing without a word. Import declarations are hoisted,
+// so the check runs before the app starts; the throw ends the module there.
+const simdCheck = `if (!WebAssembly.validate(new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 8, 1, 6, 0, 65, 0, 253, 15, 11]))) {
+  const note = document.createElement('p');
+  note.setAttribute('role', 'alert');
+  note.dataset.testid = 'no-simd';
+  note.textContent = 'Switchscope needs WebAssembly SIMD, which this browser does not have: use Chrome or Edge 91, Firefox 89, Safari 16.4 or later.';
+  document.body.replaceChildren(note);
+  throw new Error('WebAssembly SIMD is not available');
+}
+`;
+const boot = simdCheck + scripts[0][1].trim() + '\n';
 const bootName = `boot-${createHash('sha256').update(boot).digest('hex').slice(0, 16)}.js`;
 writeFileSync(join(dir, bootName), boot);
 index = index.replace(scripts[0][0], `<script type="module" src="/${bootName}"></script>`);
