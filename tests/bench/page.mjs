@@ -11,12 +11,15 @@
 //   node tests/bench/page.mjs coldstart --backend webgpu|cpu [--runs 3] --out FILE
 //     Time from navigation to the first generated token with `?autorun=1`: in a fresh profile
 //     (empty HTTP cache, no service worker, no stored shards), then reloaded in the same profile
-//     (the service worker and the shard cache warm). RUNS fresh profiles.
+//     (the service worker and the shard cache warm). RUNS fresh profiles. Each profile reaches
+//     the app through a counting proxy: the first visit's bytes over the wire against the bytes
+//     of the distinct files it needed, each counted as it crossed the wire (goal: 1.00).
 //
 // The app is served by the caller, at SWITCHSCOPE_URL.
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BASE_URL, launch, waitStatus } from '../e2e/browser.mjs';
+import { countingProxy, wireOverDistinct } from '../e2e/countingproxy.mjs';
 
 const { values: args, positionals } = parseArgs({
   allowPositionals: true,
@@ -42,8 +45,8 @@ const median = (xs) => {
   return s.length ? (s[(s.length - 1) >> 1] + s[s.length >> 1]) / 2 : NaN;
 };
 
-function appUrl(extra = {}) {
-  const url = new URL('/', BASE_URL);
+function appUrl(extra = {}, base = BASE_URL) {
+  const url = new URL('/', base);
   url.searchParams.set('model', args.model);
   url.searchParams.set('backend', args.backend);
   url.searchParams.set('max_new_tokens', args['new-tokens']);
@@ -120,7 +123,7 @@ async function speed() {
  * the run finished and the service worker was active (its install precaches the app shell):
  * the model's files, the app's, and the service worker's own precache requests.
  */
-async function firstToken(page, context) {
+async function firstToken(page, context, base) {
   const bytes = { model: 0, app: 0, precache: 0 };
   const pending = [];
   const onFinished = (request) => {
@@ -134,7 +137,7 @@ async function firstToken(page, context) {
   };
   context.on('requestfinished', onFinished);
   const started = Date.now();
-  await page.goto(appUrl({ autorun: '1' }));
+  await page.goto(appUrl({ autorun: '1' }, base));
   await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="route-cell"]')].some((e) => e.dataset.stack === 'decoder') || document.querySelector('[data-testid="error"]'), null, { timeout: TIMEOUT });
   const ms = Date.now() - started;
   if (await page.getByTestId('error').count()) await fail(page);
@@ -149,15 +152,20 @@ async function coldstart() {
   const rows = [];
   for (let run = 0; run < RUNS; run++) {
     const browser = await launch({ webgpu: args.backend !== 'cpu' });
+    const proxy = await countingProxy(BASE_URL);
     const { page, context } = browser;
     try {
-      const cold = await firstToken(page, context);
-      const warm = await firstToken(page, context);
+      const cold = await firstToken(page, context, proxy.url);
+      // The page's background work (unused prefetches) settles before the first visit is counted.
+      await page.waitForTimeout(2_000);
+      cold.wire = wireOverDistinct(proxy.log);
+      const warm = await firstToken(page, context, proxy.url);
       const row = { run, cold, warm };
       rows.push(row);
       console.error(JSON.stringify(row));
     } finally {
       await browser.close();
+      proxy.close();
     }
   }
   return {
@@ -168,6 +176,7 @@ async function coldstart() {
     warm_first_token_ms: median(rows.map((r) => r.warm.ms)),
     cold_bytes: Object.fromEntries(['model', 'app', 'precache'].map((k) => [k, median(rows.map((r) => r.cold.bytes[k]))])),
     warm_bytes: Object.fromEntries(['model', 'app', 'precache'].map((k) => [k, median(rows.map((r) => r.warm.bytes[k]))])),
+    cold_wire: Object.fromEntries(['wire', 'distinct', 'ratio'].map((k) => [k, median(rows.map((r) => r.cold.wire[k]))])),
     rows,
   };
 }

@@ -325,9 +325,15 @@ fn lazy_loading_reads_exactly_the_routed_experts() {
         assert_eq!(out.logits, want.logits);
         assert_eq!(out.routing, want.routing);
 
-        // A second pass reads nothing new.
+        // A second pass reads nothing new, and the store keeps no history of its hits (a
+        // long session would hold one event per routed token).
         pollster::block_on(model.forward(&input, &decoder, RunOptions::default())).unwrap();
         assert_eq!(store.loaded_files().len(), loaded.len());
+        assert!(store.stats().hits > 0);
+        assert!(
+            store.events().is_empty(),
+            "events are kept only with record_events"
+        );
 
         // A corrupt shard of an expert that is needed fails the pass with the shard's name, and
         // is not kept: once repaired, the same model succeeds.
@@ -433,6 +439,7 @@ fn a_residency_budget_evicts_and_changes_no_number() {
     let expert_bytes = (2 * config.d_model * config.d_ff * 4) as u64;
     let options = StoreOptions {
         budget_bytes: Some(2 * expert_bytes),
+        record_events: true,
         ..StoreOptions::default()
     };
     let (_, tight, store) = open_lazy(&dir, &device, options).unwrap();
@@ -509,6 +516,7 @@ fn prefetch_by_pregating_changes_no_number_and_is_accounted() {
     let (_, plain, plain_store) = open_lazy(&dir, &device, StoreOptions::default()).unwrap();
     let options = StoreOptions {
         prefetch: true,
+        record_events: true,
         ..StoreOptions::default()
     };
     let (_, eager, store) = open_lazy(&dir, &device, options).unwrap();

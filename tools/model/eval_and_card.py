@@ -319,6 +319,11 @@ def write_card(args, R: dict, cfg, info: dict, corpus: dict, manifest: dict, dat
     w("| this card and `plots/` | | about CARD_AND_PLOTS_BYTES |")
     w(f"| **model total** (files in the manifest) | | **{fmt_bytes(sum(files.values()))}** |")
     w("")
+    w("A page fetches the dense weights and the tokenizer once, and an expert only when a router picks it. "
+      "What each of the page's presets fetches (experts hit, expert bytes, model bytes) is measured by "
+      "`switchscope bench shards --model public/models/switchscope-mini` and written in "
+      "docs/BENCHMARKS.md, section 3.")
+    w("")
 
     L += data_section(corpus, pairs)
     L += training_section(info, cfg, pairs, data, log_rows)

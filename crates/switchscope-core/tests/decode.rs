@@ -92,6 +92,7 @@ fn device_routing_changes_no_token_routing_or_store_counter() {
         let run = |host_routing: bool| {
             let (_, model, store) = warm(StoreOptions {
                 host_routing,
+                record_events: true,
                 ..StoreOptions::default()
             });
             let g = pollster::block_on(model.generate(&[100, 200, 300, 400, 1], &options, |_| {
@@ -150,6 +151,7 @@ fn steps_queued_ahead_and_discarded_leave_no_trace() {
     let run = |host: bool, stop_at: Option<u32>, stop_after: usize| {
         let (_, model, store) = warm(StoreOptions {
             host_routing: host,
+            record_events: true,
             ..StoreOptions::default()
         });
         let mut options = if host {

@@ -105,10 +105,10 @@ impl Bench {
         let mut section = vec![
             "## 5. Cold start in the browser\n".to_owned(),
             format!(
-                "Navigation to the first generated token with `?autorun=1` (the default model, served from localhost): a fresh profile (empty cache), then a reload in the same profile (service worker and shard cache warm). Median of {runs} fresh profiles.\n"
+                "Navigation to the first generated token with `?autorun=1` (the default model, served from localhost): a fresh profile (empty cache), then a reload in the same profile (service worker and shard cache warm). Median of {runs} fresh profiles. The browser reaches the server through a counting proxy on localhost: the last column is the first visit's bytes over the wire against the bytes of the distinct files it needed, each counted as it crossed the wire (compressed where it was), after the service worker installed (goal: 1.00).\n"
             ),
-            "| backend | cache | navigation → first token, ms | model MB over the network | app MB | service worker precache MB |".to_owned(),
-            "|---|---|---|---|---|---|".to_owned(),
+            "| backend | cache | navigation → first token, ms | model MB over the network | app MB | service worker precache MB | first visit: MB over the wire / MB of distinct files |".to_owned(),
+            "|---|---|---|---|---|---|---|".to_owned(),
         ];
         let mut all = serde_json::Map::new();
         for backend in ["cpu", "webgpu"] {
@@ -120,8 +120,19 @@ impl Bench {
             )?;
             for cache in ["cold", "warm"] {
                 let bytes = &v[format!("{cache}_bytes")];
+                let wire = &v["cold_wire"];
+                let once = if cache == "cold" {
+                    format!(
+                        "{:.2} / {:.2} = {:.3}",
+                        num(wire, "wire") / 1e6,
+                        num(wire, "distinct") / 1e6,
+                        num(wire, "ratio")
+                    )
+                } else {
+                    String::new()
+                };
                 section.push(format!(
-                    "| {backend} | {} | {:.0} | {:.2} | {:.2} | {:.2} |",
+                    "| {backend} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {once} |",
                     if cache == "cold" { "empty" } else { "warm" },
                     num(&v, &format!("{cache}_first_token_ms")),
                     num(bytes, "model") / 1e6,

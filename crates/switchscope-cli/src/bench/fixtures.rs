@@ -26,6 +26,44 @@ pub const TEXTS: [&str; 8] = [
     "Le système de paquets Debian <extra_id_0> les dépendances entre logiciels.",
 ];
 
+/// One of the page's prompt presets, as `bench shards` runs it.
+#[derive(Debug)]
+pub struct Preset {
+    pub label: &'static str,
+    pub prompt: &'static str,
+    pub max_new_tokens: usize,
+}
+
+/// The page's prompt presets (`web/src/presets.rs`, which the CLI does not link; a test below
+/// checks that the two lists agree).
+pub const PRESETS: [Preset; 5] = [
+    Preset {
+        label: "English → Spanish",
+        prompt: "translate English to Spanish: And Ephron answered Abraham, saying unto him,",
+        max_new_tokens: 64,
+    },
+    Preset {
+        label: "Spanish → English",
+        prompt: "translate Spanish to English: Y respondieron los hijos de Heth á Abraham, y dijéronle:",
+        max_new_tokens: 64,
+    },
+    Preset {
+        label: "Modernize",
+        prompt: "modernize: And Ephron answered Abraham, saying unto him,",
+        max_new_tokens: 64,
+    },
+    Preset {
+        label: "Fill in prose",
+        prompt: "Fellow-Citizens of the Senate and of the House of <extra_id_0>:",
+        max_new_tokens: 24,
+    },
+    Preset {
+        label: "Fill in Python",
+        prompt: "def __init__(self, <extra_id_0>):\n    self.name = name",
+        max_new_tokens: 24,
+    },
+];
+
 /// A session's prompts for the expert cache: the fixed text set, then the default model's tasks
 /// (translation both ways, modernizing, filling in) and the page's default prompt, one after
 /// another in one store.
@@ -296,4 +334,37 @@ fn int8_from(hf: &Path, out: &Path) -> Result<()> {
     )?;
     std::fs::remove_dir_all(hf)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PRESETS;
+
+    /// The presets here are the page's: same prompts, same max new tokens, none missing.
+    #[test]
+    fn presets_match_the_pages() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../web/src/presets.rs");
+        let page = std::fs::read_to_string(path).expect("web/src/presets.rs");
+        assert_eq!(
+            page.matches("        prompt: \"").count(),
+            PRESETS.len(),
+            "preset count"
+        );
+        for preset in &PRESETS {
+            let at = page
+                .find(&format!("prompt: {:?},", preset.prompt))
+                .unwrap_or_else(|| panic!("the page has no preset {:?}", preset.prompt));
+            let rest = &page[at..];
+            let tokens = rest["max_new_tokens: ".len() + rest.find("max_new_tokens: ").unwrap()..]
+                .split(',')
+                .next()
+                .unwrap();
+            assert_eq!(
+                tokens,
+                preset.max_new_tokens.to_string(),
+                "{}",
+                preset.label
+            );
+        }
+    }
 }

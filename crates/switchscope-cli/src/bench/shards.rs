@@ -18,9 +18,12 @@ use switchscope_core::runtime::policy::{Access, Policy};
 use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
 use switchscope_core::tokenizer::Tokenizer;
 use switchscope_core::wire::StoreStats;
+use switchscope_core::wire::spans::end_of_answer;
 use switchscope_core::{OpenOptions, Switch};
 
-use super::fixtures::{SESSION, TEXTS, random_model, random_prompts, upcycled_model};
+use super::fixtures::{
+    PRESETS, Preset, SESSION, TEXTS, random_model, random_prompts, upcycled_model,
+};
 use super::stats::mb;
 use switchscope_core::wire::ExpertId;
 
@@ -61,10 +64,14 @@ struct Outcome {
 
 /// Opens the converted model at `dir` on the CPU with a store made with `options`, generates
 /// `new_tokens` for each prompt in turn (one session), and returns the store.
+/// Generates `prompts` one after another in one store, each up to `new_tokens` (past nothing
+/// but `</s>`, or, with `sentinels`, also stopping once every masked span has its answer, as
+/// the page does by default).
 fn session(
     dir: &Path,
     prompts: &[Vec<u32>],
     new_tokens: usize,
+    sentinels: &[u32],
     options: StoreOptions,
 ) -> Result<Arc<ExpertStore>> {
     let device = cpu_device();
@@ -73,11 +80,12 @@ fn session(
         ..OpenOptions::default()
     };
     let switch = pollster::block_on(Switch::open(dir, &device, options))?;
-    let generate = GenerateOptions {
-        max_new_tokens: new_tokens,
-        ..GenerateOptions::default()
-    };
     for ids in prompts {
+        let generate = GenerateOptions {
+            max_new_tokens: new_tokens,
+            stop_at: end_of_answer(ids, sentinels),
+            ..GenerateOptions::default()
+        };
         pollster::block_on(switch.generate(ids, &generate, |_| std::future::ready(true)))?;
     }
     Ok(switch.store().context("a converted model")?.clone())
@@ -87,9 +95,10 @@ fn measure(
     dir: &Path,
     prompts: &[Vec<u32>],
     new_tokens: usize,
+    sentinels: &[u32],
     options: StoreOptions,
 ) -> Result<Outcome> {
-    let store = session(dir, prompts, new_tokens, options)?;
+    let store = session(dir, prompts, new_tokens, sentinels, options)?;
     let manifest = store.manifest();
     let mut hit = store.loaded_files();
     hit.sort();
@@ -123,7 +132,7 @@ fn record(dir: &Path, prompts: &[Vec<u32>], new_tokens: usize) -> Result<Trace> 
         record_trace: true,
         ..StoreOptions::default()
     };
-    let store = session(dir, prompts, new_tokens, options)?;
+    let store = session(dir, prompts, new_tokens, &[], options)?;
     let manifest = store.manifest();
     let shard_bytes = manifest
         .files
@@ -153,6 +162,7 @@ fn live_hits(
         dir,
         prompts,
         new_tokens,
+        &[],
         StoreOptions {
             budget_bytes: Some(trace.device_bytes * slots as u64),
             policy,
@@ -183,6 +193,8 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
     let mut models: Vec<(String, PathBuf, Vec<Vec<u32>>)> = Vec::new();
     // (name, dir, the session's prompts) for the cache policies
     let mut sessions: Vec<(String, PathBuf, Vec<Vec<u32>>)> = Vec::new();
+    // (preset, its ids, the tokenizer's sentinels) for the shipped model
+    let mut presets: Vec<(&Preset, Vec<u32>, Vec<u32>)> = Vec::new();
     if let Some(dir) = &args.model {
         let tokenizer = Tokenizer::from_bytes(&std::fs::read(dir.join("tokenizer.json"))?)?;
         let encode = |texts: &[&str]| {
@@ -192,6 +204,11 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()
         };
         let name = dir.display().to_string();
+        let sentinels = tokenizer.sentinel_ids();
+        for preset in &PRESETS {
+            let ids = tokenizer.encode(preset.prompt)?;
+            presets.push((preset, ids, sentinels.clone()));
+        }
         models.push((name.clone(), dir.clone(), encode(&TEXTS)?));
         let session = encode(&SESSION)?;
         sessions.push((name.clone(), dir.clone(), session.clone()));
@@ -219,24 +236,67 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
     }
 
     println!(
-        "### Bytes fetched for a fixed prompt set (8 prompts, {} new tokens each, int8 experts, CPU)\n",
+        "### Bytes fetched for a fixed prompt set ({} prompts, {} new tokens each, int8 experts, CPU)\n",
+        TEXTS.len(),
         args.new_tokens
     );
     println!(
-        "| model | experts hit / all | expert MB fetched | all expert MB | whole model MB | fetched / whole |"
+        "A page fetches the dense weights (and tokenizer, manifest) once, and an expert's \
+         file only when a router picks it. *Model* divides what that fetched by every file \
+         the manifest lists; *experts* divides the expert files fetched by all expert files. \
+         Each prompt of the shipped model in a fresh store, then the set in one session.\n"
     );
-    println!("|---|---|---|---|---|---|");
-    for (name, dir, prompts) in &models {
-        let o = measure(dir, prompts, args.new_tokens, StoreOptions::default())?;
+    println!(
+        "| model | prompt | experts hit / all | expert MB fetched / all expert MB | experts fetched | model MB fetched / whole model MB | model fetched |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, (name, dir, prompts)) in models.iter().enumerate() {
         let all = count_experts(dir)?;
+        let shipped = i == 0 && args.model.is_some();
+        let mut sets: Vec<(String, &[Vec<u32>])> = Vec::new();
+        if shipped {
+            for (p, prompt) in prompts.iter().enumerate() {
+                sets.push((
+                    format!("{}: {}", p + 1, opening(TEXTS[p])),
+                    std::slice::from_ref(prompt),
+                ));
+            }
+        }
+        sets.push((format!("all {}", prompts.len()), prompts));
+        for (label, set) in sets {
+            let o = measure(dir, set, args.new_tokens, &[], StoreOptions::default())?;
+            println!("| {name} | {label} | {} |", bytes_cells(&o, all));
+        }
+    }
+    if let Some(dir) = &args.model {
         println!(
-            "| {name} | {} / {all} | {} | {} | {} | {:.1} % |",
-            o.experts_hit,
-            mb(o.stats.bytes_fetched),
-            mb(o.expert_bytes_total),
-            mb(o.model_bytes),
-            100.0 * o.stats.bytes_fetched as f64 / o.model_bytes as f64
+            "\n### Bytes fetched by each of the page's presets ({}, a fresh store each, CPU)\n",
+            dir.display()
         );
+        println!(
+            "As the page runs them: up to the preset's max new tokens, stopping at `</s>` or once \
+             every masked span has its answer.\n"
+        );
+        println!(
+            "| preset | max new tokens | experts hit / all | expert MB fetched / all expert MB | experts fetched | model MB fetched / whole model MB | model fetched |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let all = count_experts(dir)?;
+        for (preset, ids, sentinels) in &presets {
+            let o = measure(
+                dir,
+                std::slice::from_ref(ids),
+                preset.max_new_tokens,
+                sentinels,
+                StoreOptions::default(),
+            )?;
+            println!(
+                "| {} | {} | {} |",
+                preset.label,
+                preset.max_new_tokens,
+                bytes_cells(&o, all)
+            );
+        }
     }
 
     let traces = sessions
@@ -392,4 +452,31 @@ fn count_experts(dir: &Path) -> Result<u64> {
     let text = std::fs::read_to_string(dir.join("manifest.json"))?;
     let manifest = switchscope_core::formats::manifest::Manifest::from_json(&text)?;
     Ok(manifest.experts.len() as u64)
+}
+
+/// A prompt's first words, on one line, for a table cell.
+fn opening(text: &str) -> String {
+    let line = text.replace('\n', " ");
+    match line.char_indices().nth(28) {
+        Some((cut, _)) => format!("{}…", line[..cut].trim_end()),
+        None => line,
+    }
+}
+
+/// A bytes table's cells after the first: experts hit, expert bytes and model bytes fetched.
+/// The model's bytes fetched are its dense files (weights, tokenizer, manifest: always fetched)
+/// and the expert files the routers picked.
+fn bytes_cells(o: &Outcome, all_experts: u64) -> String {
+    let dense = o.model_bytes - o.expert_bytes_total;
+    let fetched = dense + o.stats.bytes_fetched;
+    format!(
+        "{} / {all_experts} | {} / {} | {:.1} % | {} / {} | {:.1} %",
+        o.experts_hit,
+        mb(o.stats.bytes_fetched),
+        mb(o.expert_bytes_total),
+        100.0 * o.stats.bytes_fetched as f64 / o.expert_bytes_total as f64,
+        mb(fetched),
+        mb(o.model_bytes),
+        100.0 * fetched as f64 / o.model_bytes as f64
+    )
 }

@@ -36,6 +36,9 @@ pub struct StoreOptions {
     /// Keep the request trace (every demand request and pre-gating prediction, in order) for
     /// [`ExpertStore::trace`]; pre-gating then runs even without `prefetch`.
     pub record_trace: bool,
+    /// Keep every event (a hit per routed token included) for [`ExpertStore::events`]. Off,
+    /// events only go to the `listener`: a long session would otherwise hold them all.
+    pub record_events: bool,
     /// Milliseconds since some fixed time, for event timings (`None`: timings are 0).
     pub clock: Option<fn() -> f64>,
     /// Called for each event as it happens.
@@ -56,6 +59,7 @@ impl fmt::Debug for StoreOptions {
             .field("prefetch", &self.prefetch)
             .field("policy", &self.policy)
             .field("record_trace", &self.record_trace)
+            .field("record_events", &self.record_events)
             .field("generic_experts", &self.generic_experts)
             .field("host_routing", &self.host_routing)
             .finish_non_exhaustive()
@@ -84,7 +88,11 @@ struct State {
     /// Prefetched and not yet asked for, with their shard sizes.
     prefetched: HashMap<ExpertId, u64>,
     stats: StoreStats,
+    /// Every event, with `record_events` only.
     events: Vec<ShardEvent>,
+    /// The shard files fetched, in order, once per fetch (a file evicted and fetched again is
+    /// listed twice): a few bytes per download, not per token.
+    fetched_files: Vec<String>,
     trace: Vec<Access>,
     /// Per sparse layer whose experts are all resident: their table (`None`: they cannot
     /// share one), for choosing experts on the device.
@@ -145,6 +153,7 @@ impl ExpertStore {
                 prefetched: HashMap::new(),
                 stats: StoreStats::default(),
                 events: Vec::new(),
+                fetched_files: Vec::new(),
                 trace: Vec::new(),
                 #[cfg(any(feature = "wgpu", feature = "webgpu"))]
                 tables: HashMap::new(),
@@ -205,7 +214,8 @@ impl ExpertStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// What has happened so far, in order.
+    /// What has happened so far, in order, when the store was opened with
+    /// [`StoreOptions::record_events`] (empty otherwise).
     pub fn events(&self) -> Vec<ShardEvent> {
         self.lock().events.clone()
     }
@@ -220,14 +230,9 @@ impl ExpertStore {
         self.lock().residency.eviction_order()
     }
 
-    /// The shard files fetched so far, in order.
+    /// The shard files fetched so far, in order (once per fetch).
     pub fn loaded_files(&self) -> Vec<String> {
-        self.lock()
-            .events
-            .iter()
-            .filter(|e| matches!(e.kind, ShardEventKind::Fetched { .. }))
-            .map(|e| e.file.clone())
-            .collect()
+        self.lock().fetched_files.clone()
     }
 
     fn now(&self) -> f64 {
@@ -243,7 +248,12 @@ impl ExpertStore {
         if let Some(listener) = &self.options.listener {
             listener(&event);
         }
-        state.events.push(event);
+        if matches!(event.kind, ShardEventKind::Fetched { .. }) {
+            state.fetched_files.push(event.file.clone());
+        }
+        if self.options.record_events {
+            state.events.push(event);
+        }
     }
 
     fn file_of(&self, id: ExpertId) -> Result<FileEntry, CoreError> {
