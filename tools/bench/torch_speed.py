@@ -1,8 +1,9 @@
 """The reference engine's speed on a Hugging Face Switch Transformers checkpoint.
 
-Runs what `switchscope bench speed` runs, with transformers on PyTorch (CPU): one warm-up run,
-then --runs measured runs, each encoding --input-ids and decoding --new-tokens tokens greedily
-with the KV cache (not stopping at EOS). Prints one JSON object with the medians.
+Runs what `switchscope bench speed` runs, with transformers on PyTorch (the CPU, or a CUDA GPU
+with --device cuda): one warm-up run, then --runs measured runs, each encoding --input-ids and
+decoding --new-tokens tokens greedily with the KV cache (not stopping at EOS). Each step's token
+is read back to the host, as ours is. Prints one JSON object with the medians.
 
     python tools/bench/torch_speed.py --model DIR --input-ids 5,6,7,1 --new-tokens 32 --runs 5
 
@@ -10,6 +11,7 @@ Versions: tools/bench/requirements.txt. Used by `cargo xtask bench`; never at ru
 """
 
 import argparse
+import inspect
 import json
 import statistics
 import time
@@ -19,10 +21,27 @@ import transformers
 from transformers import SwitchTransformersForConditionalGeneration
 
 
+# The KV cache's argument and output field: `cache` in transformers 5.24, `past_key_values`
+# before.
+CACHE_ARG = (
+    "cache"
+    if "cache" in inspect.signature(SwitchTransformersForConditionalGeneration.forward).parameters
+    else "past_key_values"
+)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_once(model, input_ids, new_tokens, start):
+    device = input_ids.device
     with torch.inference_mode():
+        sync(device)
         t0 = time.perf_counter()
         encoder_outputs = model.get_encoder()(input_ids=input_ids)
+        sync(device)
         encode_ms = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         output = [start]
@@ -30,11 +49,11 @@ def run_once(model, input_ids, new_tokens, start):
         for _ in range(new_tokens):
             out = model(
                 encoder_outputs=encoder_outputs,
-                decoder_input_ids=torch.tensor([[output[-1]]]),
-                cache=past,
+                decoder_input_ids=torch.tensor([[output[-1]]], device=device),
                 use_cache=True,
+                **{CACHE_ARG: past},
             )
-            past = out.cache
+            past = getattr(out, CACHE_ARG)
             output.append(int(out.logits[0, -1].argmax()))
         decode_ms = (time.perf_counter() - t0) * 1e3
     return encode_ms, decode_ms, output
@@ -47,15 +66,17 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for a CUDA GPU")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = SwitchTransformersForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
-    model.eval()
+    model.to(device).eval()
     load_s = time.perf_counter() - t0
     ids = [int(i) for i in args.input_ids.split(",")]
-    input_ids = torch.tensor([ids])
+    input_ids = torch.tensor([ids], device=device)
     start = model.config.decoder_start_token_id
     t0 = time.perf_counter()
     run_once(model, input_ids, args.new_tokens, start)
@@ -67,7 +88,8 @@ def main():
         decode.append(d)
     print(json.dumps({
         "model": args.model,
-        "backend": "pytorch-cpu",
+        "backend": f"pytorch-{device.type}",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),

@@ -63,10 +63,9 @@ struct Outcome {
 }
 
 /// Opens the converted model at `dir` on the CPU with a store made with `options`, generates
-/// `new_tokens` for each prompt in turn (one session), and returns the store.
-/// Generates `prompts` one after another in one store, each up to `new_tokens` (past nothing
-/// but `</s>`, or, with `sentinels`, also stopping once every masked span has its answer, as
-/// the page does by default).
+/// up to `new_tokens` for each prompt in turn (one session), and returns the store. Each
+/// generation stops at `</s>`, and with `sentinels` also once every masked span has its answer
+/// (as the page does by default).
 fn session(
     dir: &Path,
     prompts: &[Vec<u32>],
@@ -193,8 +192,9 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
     let mut models: Vec<(String, PathBuf, Vec<Vec<u32>>)> = Vec::new();
     // (name, dir, the session's prompts) for the cache policies
     let mut sessions: Vec<(String, PathBuf, Vec<Vec<u32>>)> = Vec::new();
-    // (preset, its ids, the tokenizer's sentinels) for the shipped model
-    let mut presets: Vec<(&Preset, Vec<u32>, Vec<u32>)> = Vec::new();
+    // (preset, its ids) for the shipped model, and its tokenizer's sentinels
+    let mut presets: Vec<(&Preset, Vec<u32>)> = Vec::new();
+    let mut sentinels: Vec<u32> = Vec::new();
     if let Some(dir) = &args.model {
         let tokenizer = Tokenizer::from_bytes(&std::fs::read(dir.join("tokenizer.json"))?)?;
         let encode = |texts: &[&str]| {
@@ -204,10 +204,9 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
                 .collect::<Result<Vec<_>, _>>()
         };
         let name = dir.display().to_string();
-        let sentinels = tokenizer.sentinel_ids();
+        sentinels = tokenizer.sentinel_ids();
         for preset in &PRESETS {
-            let ids = tokenizer.encode(preset.prompt)?;
-            presets.push((preset, ids, sentinels.clone()));
+            presets.push((preset, tokenizer.encode(preset.prompt)?));
         }
         models.push((name.clone(), dir.clone(), encode(&TEXTS)?));
         let session = encode(&SESSION)?;
@@ -282,12 +281,12 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
         );
         println!("|---|---|---|---|---|---|---|");
         let all = count_experts(dir)?;
-        for (preset, ids, sentinels) in &presets {
+        for (preset, ids) in &presets {
             let o = measure(
                 dir,
                 std::slice::from_ref(ids),
                 preset.max_new_tokens,
-                sentinels,
+                &sentinels,
                 StoreOptions::default(),
             )?;
             println!(
@@ -464,8 +463,8 @@ fn opening(text: &str) -> String {
 }
 
 /// A bytes table's cells after the first: experts hit, expert bytes and model bytes fetched.
-/// The model's bytes fetched are its dense files (weights, tokenizer, manifest: always fetched)
-/// and the expert files the routers picked.
+/// The model's bytes fetched are the files it always needs (dense weights, tokenizer) and the
+/// expert files the routers picked.
 fn bytes_cells(o: &Outcome, all_experts: u64) -> String {
     let dense = o.model_bytes - o.expert_bytes_total;
     let fetched = dense + o.stats.bytes_fetched;
