@@ -15,7 +15,7 @@
 // (the JS glue is the same file). Without wasm-opt the code is slower, and V8 attributes some
 // samples to neighbouring names; read the figures as where to look, not as exact shares.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -31,8 +31,10 @@ const { values: args } = parseArgs({
 if (!args.url) throw new Error('--url is required (the app, with backend= and a prompt or preset)');
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const profileDir = mkdtempSync(join(tmpdir(), 'switchscope-profile-'));
+// The browser the end-to-end tests use (web/webdriver.json keeps its path).
+const { binary } = JSON.parse(readFileSync(new URL('../../web/webdriver.json', import.meta.url), 'utf8'))['goog:chromeOptions'];
 const chrome = spawn(
-  '/usr/bin/chromium',
+  binary,
   ['--headless=new', '--no-sandbox', `--remote-debugging-port=${args.port}`, '--no-first-run',
     '--disable-background-networking', `--user-data-dir=${profileDir}`, 'about:blank'],
   { stdio: 'ignore' },
