@@ -7,6 +7,7 @@
 mod bench;
 mod commands;
 mod display;
+mod http;
 mod open;
 
 use std::process::ExitCode;

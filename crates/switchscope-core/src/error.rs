@@ -37,6 +37,10 @@ pub enum CoreError {
         #[source]
         source: std::io::Error,
     },
+    /// An HTTP request that failed or was answered in a way a ranged reader cannot use (no
+    /// `Range` support, headers hidden by CORS, a file that changed since it was opened).
+    #[error("{url}: {reason}")]
+    Http { url: String, reason: String },
     /// A backend name that is not one of `webgpu`, `wgpu`, `cpu`.
     #[error("unknown backend {0:?}: expected one of webgpu, wgpu, cpu")]
     UnknownBackend(String),

@@ -9,7 +9,7 @@ use clap::Args;
 use switchscope_core::formats::converted::ConvertedDir;
 use switchscope_core::formats::tensor::TensorSource;
 
-use super::fixtures::{checkpoint_names, write_checkpoint};
+use super::fixtures::{SHARD_VALUES, checkpoint_names, write_checkpoint};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -52,6 +52,7 @@ pub fn run(args: &ExportArgs) -> Result<()> {
             );
             Ok(t.data)
         },
+        SHARD_VALUES,
     )?;
     if let Some(tokenizer) = &source.manifest.tokenizer {
         std::fs::copy(args.model.join(tokenizer), args.out.join("tokenizer.json"))?;

@@ -113,13 +113,18 @@ pub(super) fn checkpoint_names(config: &SwitchConfig) -> Vec<(String, Vec<usize>
 /// The values of a named tensor of a given shape.
 type Values<'a> = dyn FnMut(&str, &[usize]) -> Result<Vec<f32>> + 'a;
 
+/// Values per safetensors file of a written checkpoint unless told otherwise (256 MB of f32).
+pub(super) const SHARD_VALUES: usize = 64 << 20;
+
 /// Writes `config_text` and one f32 tensor per name (values from `values`), one safetensors
-/// file per 64 M values (with an index when more than one), as transformers writes them.
+/// file per `shard_values` values (with an index when more than one), as transformers writes
+/// them.
 pub(super) fn write_checkpoint(
     config_text: &str,
     out: &Path,
     names: Vec<(String, Vec<usize>)>,
     values: &mut Values<'_>,
+    shard_values: usize,
 ) -> Result<()> {
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("config.json"), config_text)?;
@@ -127,7 +132,7 @@ pub(super) fn write_checkpoint(
     let mut in_file = 0usize;
     for (name, shape) in names {
         let n: usize = shape.iter().product();
-        if in_file + n > 64 << 20 && !files.last().expect("one").is_empty() {
+        if in_file + n > shard_values && !files.last().expect("one").is_empty() {
             files.push(Vec::new());
             in_file = 0;
         }
@@ -170,12 +175,14 @@ pub(super) fn write_checkpoint(
     Ok(())
 }
 
-/// Writes `config_text` and random weights for every tensor the config implies.
+/// Writes `config_text` and random weights for every tensor the config implies, in files of
+/// `shard_values` values at most.
 pub(super) fn random_checkpoint(
     config: &SwitchConfig,
     config_text: &str,
     out: &Path,
     seed: u64,
+    shard_values: usize,
 ) -> Result<()> {
     let mut rng = SplitMix64::new(seed);
     write_checkpoint(
@@ -190,6 +197,7 @@ pub(super) fn random_checkpoint(
                 random_values(&mut rng, n, 0.05)
             })
         },
+        shard_values,
     )
 }
 
@@ -232,7 +240,7 @@ pub(super) fn random_model(
     let config = SwitchConfig::from_json(&text)?;
     let hf = work.join(format!("random-{experts}-hf"));
     let out = work.join(format!("random-{experts}"));
-    random_checkpoint(&config, &text, &hf, experts as u64)?;
+    random_checkpoint(&config, &text, &hf, experts as u64, SHARD_VALUES)?;
     int8_from(&hf, &out)?;
     Ok(out)
 }
@@ -312,6 +320,7 @@ pub(super) fn upcycled_model(work: &Path, model: &Path, k: usize, noise: f32) ->
                 .with_context(|| format!("the model has no tensor {from}"))?;
             Ok(noisy(&mut rng, t.data, noise / 10.0))
         },
+        SHARD_VALUES,
     )?;
     if let Some(tokenizer) = &source.manifest.tokenizer {
         std::fs::copy(model.join(tokenizer), hf.join("tokenizer.json"))?;

@@ -56,6 +56,10 @@ pub struct RandomArgs {
     out: std::path::PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Split the weights into `model-0000N-of-0000M.safetensors` files of at most this many MB
+    /// (f32), with `model.safetensors.index.json`, as transformers shards a checkpoint.
+    #[arg(long, default_value_t = 256.0)]
+    shard_mb: f64,
 }
 
 pub fn run(command: BenchCommand) -> Result<()> {
@@ -69,7 +73,9 @@ pub fn run(command: BenchCommand) -> Result<()> {
             let text = std::fs::read_to_string(&args.config)
                 .with_context(|| format!("reading {}", args.config.display()))?;
             let config = SwitchConfig::from_json(&text)?;
-            random_checkpoint(&config, &text, &args.out, args.seed)?;
+            anyhow::ensure!(args.shard_mb > 0.0, "--shard-mb must be positive");
+            let shard_values = (args.shard_mb * 1e6 / 4.0) as usize;
+            random_checkpoint(&config, &text, &args.out, args.seed, shard_values.max(1))?;
             println!(
                 "wrote {} ({} parameters)",
                 args.out.display(),

@@ -13,11 +13,13 @@ use switchscope_core::wire::spans;
 use switchscope_core::wire::{MAX_INPUT_TOKENS, Sampling, fit_input};
 
 use crate::display::{print_routing, routing_json, shards_json};
-use crate::open::{load_tokenizer, open};
+use crate::open::{Opened, is_url, load_tokenizer, open_model};
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// A Hugging Face checkpoint directory or a converted Switchscope model directory.
+    /// A Hugging Face checkpoint directory or a converted Switchscope model directory, or the
+    /// `http(s)://` URL of either (a checkpoint is then read by byte ranges: only the experts
+    /// the router picks are downloaded).
     #[arg(long)]
     pub model: PathBuf,
     /// Where to compute.
@@ -83,7 +85,12 @@ pub struct GenerateArgs {
 impl ModelArgs {
     /// The model these arguments name, on their backend.
     fn open(&self) -> Result<Switch> {
-        open(&self.model, &self.backend, StoreOptions::default())
+        Ok(self.open_with_tokenizer()?.switch)
+    }
+
+    /// The model, with the tokenizer it came with when opened from a URL.
+    fn open_with_tokenizer(&self) -> Result<Opened> {
+        open_model(&self.model, &self.backend, StoreOptions::default())
     }
 }
 
@@ -119,7 +126,10 @@ pub fn forward(args: ForwardArgs) -> Result<()> {
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let switch = args.model.open()?;
+    let Opened {
+        switch,
+        tokenizer: fetched_tokenizer,
+    } = args.model.open_with_tokenizer()?;
     let config = switch.config();
     if args.max_new_tokens == 0 {
         bail!("--max-new-tokens must be at least 1");
@@ -148,9 +158,16 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         ignore_eos: false,
     };
     let json = args.model.json;
-    let tokenizer = match &args.prompt {
-        Some(_) => Some(load_tokenizer(&args.model.model)?),
-        None => None,
+    let tokenizer = match (&args.prompt, fetched_tokenizer) {
+        (Some(_), Some(bytes)) => Some(Tokenizer::from_bytes(&bytes)?),
+        (Some(_), None) if is_url(&args.model.model) => {
+            bail!(
+                "--prompt needs a tokenizer: {} has no tokenizer.json (use --input-ids)",
+                args.model.model.display()
+            )
+        }
+        (Some(_), None) => Some(load_tokenizer(&args.model.model)?),
+        (None, _) => None,
     };
     let mut input_ids = match (&args.prompt, &tokenizer) {
         (Some(prompt), Some(t)) => t.encode(prompt)?,

@@ -89,7 +89,7 @@ fn checked(name: &str, shape: &[usize], t: Option<HostTensor>) -> Result<HostTen
 }
 
 /// The tensors of one expert matrix (`wi` or `wo`) in the chosen scheme.
-fn expert_tensors(
+pub(crate) fn expert_tensors(
     prefix: &str,
     t: &HostTensor,
     options: &ConvertOptions,

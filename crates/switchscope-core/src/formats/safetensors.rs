@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::CoreError;
 
 /// Largest header accepted (the format's own limit is 100 MB).
-const MAX_HEADER: u64 = 100_000_000;
+pub(crate) const MAX_HEADER: u64 = 100_000_000;
 
 /// One tensor's entry in the header.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ impl SafetensorsFile {
 pub type Header = BTreeMap<String, TensorInfo>;
 
 /// Parses a header against the data section's length.
-fn parse_header(
+pub(crate) fn parse_header(
     header: &[u8],
     data_len: u64,
 ) -> Result<(Header, BTreeMap<String, String>), String> {

@@ -10,43 +10,53 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::tensor::{HostTensor, TensorSource};
+use super::zip::{self, ZipEntry, u32_at, u64_at};
 use crate::CoreError;
-
-/// A zip entry stored without compression.
-#[derive(Debug, Clone)]
-struct Entry {
-    header_offset: u64,
-    size: u64,
-}
 
 /// An opened `pytorch_model.bin`.
 #[derive(Debug)]
 pub struct TorchFile {
     path: PathBuf,
     file: File,
-    entries: HashMap<String, Entry>,
+    entries: HashMap<String, ZipEntry>,
     prefix: String,
     tensors: HashMap<String, TensorRef>,
 }
 
+/// A tensor of the state dict: a view of a storage (`data/{storage_key}` in the archive).
 #[derive(Debug, Clone)]
-struct TensorRef {
-    storage_key: String,
-    dtype: StorageType,
-    offset: usize,
-    shape: Vec<usize>,
-    stride: Vec<usize>,
+pub(crate) struct TensorRef {
+    pub storage_key: String,
+    pub dtype: StorageType,
+    /// In elements.
+    pub offset: usize,
+    pub shape: Vec<usize>,
+    pub stride: Vec<usize>,
+}
+
+impl TensorRef {
+    /// Whether the view is the storage's elements from `offset` in row-major order.
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1;
+        for (&dim, &stride) in self.shape.iter().zip(&self.stride).rev() {
+            if dim > 1 && stride != expected {
+                return false;
+            }
+            expected *= dim;
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum StorageType {
+pub(crate) enum StorageType {
     F32,
     F16,
     Bf16,
 }
 
 impl StorageType {
-    fn size(self) -> usize {
+    pub fn size(self) -> usize {
         match self {
             Self::F32 => 4,
             Self::F16 | Self::Bf16 => 2,
@@ -58,106 +68,40 @@ fn bad(path: &Path, what: impl std::fmt::Display) -> CoreError {
     CoreError::Weights(format!("{}: {what}", path.display()))
 }
 
-fn u16_at(b: &[u8], i: usize) -> u64 {
-    u64::from(u16::from_le_bytes([b[i], b[i + 1]]))
-}
-fn u32_at(b: &[u8], i: usize) -> u64 {
-    u64::from(u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]))
-}
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"))
-}
-
 /// Reads the zip central directory (zip64 included).
-fn read_entries(file: &mut File, path: &Path) -> Result<HashMap<String, Entry>, CoreError> {
+fn read_entries(file: &mut File, path: &Path) -> Result<HashMap<String, ZipEntry>, CoreError> {
     let len = file.metadata().map_err(|e| CoreError::io(path, e))?.len();
-    let tail_len = len.min(65_557 + 20 + 56);
-    let mut tail = vec![0u8; tail_len as usize];
-    file.seek(SeekFrom::Start(len - tail_len))
-        .map_err(|e| CoreError::io(path, e))?;
-    file.read_exact(&mut tail)
-        .map_err(|e| CoreError::io(path, e))?;
-    let eocd = (0..tail.len().saturating_sub(21))
-        .rev()
-        .find(|&i| tail[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
-        .ok_or_else(|| bad(path, "not a zip archive (is the file truncated?)"))?;
-    let mut count = u16_at(&tail, eocd + 10);
-    let mut cd_size = u32_at(&tail, eocd + 12);
-    let mut cd_offset = u32_at(&tail, eocd + 16);
-    if (cd_offset == 0xFFFF_FFFF || count == 0xFFFF) && eocd >= 20 {
-        let locator = eocd - 20;
-        if tail[locator..locator + 4] == [0x50, 0x4b, 0x06, 0x07] {
-            let z64 = u64_at(&tail, locator + 8);
-            let mut rec = [0u8; 56];
-            file.seek(SeekFrom::Start(z64))
-                .map_err(|e| CoreError::io(path, e))?;
-            file.read_exact(&mut rec)
-                .map_err(|e| CoreError::io(path, e))?;
-            count = u64_at(&rec, 32);
-            cd_size = u64_at(&rec, 40);
-            cd_offset = u64_at(&rec, 48);
-        }
-    }
-    if cd_offset + cd_size > len {
-        return Err(bad(
-            path,
-            "zip directory points past the end (truncated file?)",
-        ));
-    }
-    let mut cd = vec![0u8; cd_size as usize];
-    file.seek(SeekFrom::Start(cd_offset))
-        .map_err(|e| CoreError::io(path, e))?;
-    file.read_exact(&mut cd)
-        .map_err(|e| CoreError::io(path, e))?;
-    let mut entries = HashMap::new();
-    let mut i = 0usize;
-    for _ in 0..count {
-        if i + 46 > cd.len() || cd[i..i + 4] != [0x50, 0x4b, 0x01, 0x02] {
-            return Err(bad(path, "corrupt zip directory"));
-        }
-        let method = u16_at(&cd, i + 10);
-        let mut size = u32_at(&cd, i + 24);
-        let name_len = u16_at(&cd, i + 28) as usize;
-        let extra_len = u16_at(&cd, i + 30) as usize;
-        let comment_len = u16_at(&cd, i + 32) as usize;
-        let mut header_offset = u32_at(&cd, i + 42);
-        let name = String::from_utf8_lossy(&cd[i + 46..i + 46 + name_len]).into_owned();
-        // Zip64 extra field: sizes and offset that did not fit in 32 bits, in this order.
-        let extra = &cd[i + 46 + name_len..i + 46 + name_len + extra_len];
-        let mut e = 0;
-        while e + 4 <= extra.len() {
-            let (id, n) = (u16_at(extra, e), u16_at(extra, e + 2) as usize);
-            if id == 1 {
-                let mut f = e + 4;
-                if u32_at(&cd, i + 24) == 0xFFFF_FFFF {
-                    size = u64_at(extra, f); // uncompressed
-                    f += 8;
-                }
-                if u32_at(&cd, i + 20) == 0xFFFF_FFFF {
-                    f += 8; // compressed
-                }
-                if u32_at(&cd, i + 42) == 0xFFFF_FFFF {
-                    header_offset = u64_at(extra, f);
-                }
-            }
-            e += 4 + n;
-        }
-        if method != 0 {
+    let mut read_at = |offset: u64, n: u64| -> Result<Vec<u8>, CoreError> {
+        if offset + n > len {
             return Err(bad(
                 path,
-                format!("entry {name} is compressed; torch.save stores entries"),
+                "zip directory points past the end (truncated file?)",
             ));
         }
-        entries.insert(
-            name,
-            Entry {
-                header_offset,
-                size,
-            },
-        );
-        i += 46 + name_len + extra_len + comment_len;
+        let mut bytes = vec![0u8; n as usize];
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| CoreError::io(path, e))?;
+        file.read_exact(&mut bytes)
+            .map_err(|e| CoreError::io(path, e))?;
+        Ok(bytes)
+    };
+    let tail_len = len.min(zip::TAIL_BYTES);
+    let tail = read_at(len - tail_len, tail_len)?;
+    let mut directory = zip::locate_directory(&tail).map_err(|e| bad(path, e))?;
+    if let zip::Directory::Zip64Record(at) = directory {
+        let record = read_at(at, zip::ZIP64_RECORD_BYTES)?;
+        directory = zip::zip64_directory(&record).map_err(|e| bad(path, e))?;
     }
-    Ok(entries)
+    let zip::Directory::At {
+        offset,
+        size,
+        count,
+    } = directory
+    else {
+        return Err(bad(path, "corrupt zip64 end-of-directory record"));
+    };
+    let cd = read_at(offset, size)?;
+    zip::parse_directory(&cd, count).map_err(|e| bad(path, e))
 }
 
 impl TorchFile {
@@ -182,8 +126,7 @@ impl TorchFile {
             tensors: HashMap::new(),
         };
         let bytes = this.entry_bytes(&pkl)?;
-        let value = unpickle(&bytes).map_err(|e| bad(path, format!("data.pkl: {e}")))?;
-        this.tensors = state_dict(value).map_err(|e| bad(path, format!("data.pkl: {e}")))?;
+        this.tensors = tensor_refs(&bytes).map_err(|e| bad(path, format!("data.pkl: {e}")))?;
         Ok(this)
     }
 
@@ -200,7 +143,7 @@ impl TorchFile {
             .get(name)
             .cloned()
             .ok_or_else(|| bad(&self.path, format!("no entry {name}")))?;
-        let mut header = [0u8; 30];
+        let mut header = [0u8; zip::LOCAL_HEADER_BYTES as usize];
         let io = |e| CoreError::io(&self.path, e);
         self.file
             .seek(SeekFrom::Start(entry.header_offset))
@@ -208,7 +151,7 @@ impl TorchFile {
         self.file
             .read_exact(&mut header)
             .map_err(|e| CoreError::io(&self.path, e))?;
-        let data = entry.header_offset + 30 + u16_at(&header, 26) + u16_at(&header, 28);
+        let data = zip::data_offset(&entry, &header).map_err(|e| bad(&self.path, e))?;
         let mut bytes = vec![0u8; entry.size as usize];
         self.file
             .seek(SeekFrom::Start(data))
@@ -265,6 +208,14 @@ impl TensorSource for TorchFile {
             data,
         }))
     }
+}
+
+/// The tensors of a state dict pickled in `data.pkl`, by name.
+///
+/// # Errors
+/// A sentence for a pickle that is not a state dict of float tensors.
+pub(crate) fn tensor_refs(pkl: &[u8]) -> Result<HashMap<String, TensorRef>, String> {
+    state_dict(unpickle(pkl)?)
 }
 
 /// The pickle values a state dict is made of.

@@ -5,6 +5,8 @@
 //! - [`store`]: experts fetched when the router first picks them, kept under a byte budget.
 //! - [`policy`]: which resident expert the store gives up when the budget is full.
 //! - [`source`]: where shard bytes come from (files here; the web worker adds HTTP).
+//! - [`http`]: the HTTP transport and one file read by checked byte ranges.
+//! - [`remote`]: a model over HTTP: a checkpoint by byte ranges, a converted model by files.
 //! - [`experts`]: a sparse layer's experts held by the store.
 //! - [`generate`]: greedy or sampled decoding, recording the routing of every step.
 
@@ -12,7 +14,9 @@
 mod decode;
 pub mod experts;
 pub mod generate;
+pub mod http;
 pub mod policy;
+pub mod remote;
 pub mod source;
 pub mod store;
 
@@ -46,6 +50,9 @@ pub enum ModelLocation {
         manifest: Box<Manifest>,
         source: Box<dyn ExpertSource>,
     },
+    /// A Hugging Face checkpoint read by byte ranges ([`remote::open_checkpoint`]): its dense
+    /// tensors fetched, its experts fetched when routed to.
+    Checkpoint(Box<remote::RemoteCheckpoint>),
 }
 
 impl From<&Path> for ModelLocation {
@@ -121,7 +128,7 @@ impl Switch {
                     SwitchModel::load(&config, source.as_mut(), device, ExpertWeights::Eager)?;
                 (config, model, None)
             }
-            ModelLocation::Source { .. } if options.eager => {
+            ModelLocation::Source { .. } | ModelLocation::Checkpoint(_) if options.eager => {
                 return Err(CoreError::Input(
                     "a model fetched from a source loads its experts on demand".into(),
                 ));
@@ -141,6 +148,22 @@ impl Switch {
                 let config = manifest.config.clone();
                 let store =
                     ExpertStore::with_options(manifest, source, device.clone(), options.store);
+                with_store(config, &mut dense, device, store)?
+            }
+            ModelLocation::Checkpoint(checkpoint) => {
+                let remote::RemoteCheckpoint {
+                    manifest,
+                    mut dense,
+                    experts,
+                    ..
+                } = *checkpoint;
+                let config = manifest.config.clone();
+                let store = ExpertStore::with_options(
+                    manifest,
+                    Box::new(experts),
+                    device.clone(),
+                    options.store,
+                );
                 with_store(config, &mut dense, device, store)?
             }
         };

@@ -1,7 +1,9 @@
 //! Where shard bytes come from: an [`ExpertSource`] (files natively, HTTP with the Cache API in
-//! the browser). Whatever the source, the store checks every shard's bytes against the manifest
-//! ([`crate::formats::manifest::verify`]) before it uses them.
+//! the browser, byte ranges of a checkpoint in `super::remote`). Whatever the source, the store
+//! has every shard's bytes checked ([`ExpertSource::verify`]: against the manifest's SHA-256,
+//! unless the source checked them as they arrived) before it uses them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -12,7 +14,7 @@ use std::sync::{Mutex, PoisonError};
 use switchscope_wire::Origin;
 
 use crate::CoreError;
-use crate::formats::manifest::FileEntry;
+use crate::formats::manifest::{FileEntry, verify};
 
 /// A shard's bytes and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +38,27 @@ pub trait ExpertSource: fmt::Debug + Send + Sync {
     /// so that [`Self::fetch`] finds it under way. The default does nothing.
     fn prefetch(&self, file: &FileEntry) {
         let _ = file;
+    }
+
+    /// Checks fetched bytes before the store uses them: by default their size and SHA-256
+    /// against the manifest ([`verify`]). A source that checks its bytes another way as it
+    /// receives them (a checkpoint read by byte ranges: each response against the file's
+    /// `ETag` and length) checks the size only.
+    ///
+    /// # Errors
+    /// [`CoreError::Shard`] for bytes that do not match.
+    fn verify(&self, file: &FileEntry, bytes: &[u8]) -> Result<(), CoreError> {
+        verify(file, bytes)
+    }
+
+    /// The shard the store decodes from fetched bytes: by default the bytes themselves; a
+    /// source whose bytes are a checkpoint's raw tensors builds the shard from them.
+    ///
+    /// # Errors
+    /// [`CoreError::Weights`] for bytes that do not make a shard.
+    fn shard<'b>(&self, file: &FileEntry, bytes: &'b [u8]) -> Result<Cow<'b, [u8]>, CoreError> {
+        let _ = file;
+        Ok(Cow::Borrowed(bytes))
     }
 }
 

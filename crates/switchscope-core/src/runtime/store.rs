@@ -15,7 +15,7 @@ use switchscope_wire::{ExpertId, ShardEvent, ShardEventKind, Stack, StoreStats};
 use super::policy::{Access, Policy, Residency};
 use super::source::ExpertSource;
 use crate::CoreError;
-use crate::formats::manifest::{FileEntry, Manifest, verify};
+use crate::formats::manifest::{FileEntry, Manifest};
 use crate::formats::shard::decode_matrix;
 use crate::model::layers::DenseActDense;
 
@@ -431,9 +431,10 @@ impl ExpertStore {
         let start = self.now();
         let decoded = async {
             let fetched = self.source.fetch(&file).await?;
-            verify(&file, &fetched.bytes)?;
+            self.source.verify(&file, &fetched.bytes)?;
             let ms = self.now() - start;
-            let (module, device_bytes) = self.decode(&file.name, &fetched.bytes)?;
+            let shard = self.source.shard(&file, &fetched.bytes)?;
+            let (module, device_bytes) = self.decode(&file.name, &shard)?;
             Ok::<_, CoreError>((module, device_bytes, fetched, ms))
         }
         .await;
