@@ -8,11 +8,13 @@
 //! - [`store`]: what happened to expert shards, and the expert store's counters.
 //! - [`sampling`]: how the next token is picked.
 //! - [`spans`]: masked spans (`<extra_id_N>`) and the answer that fills them in.
+//! - [`ranges`]: the names of a checkpoint's byte ranges read in place.
 //! - [`limits`]: the longest input the front ends pass to the model.
 //! - [`device`]: what a run asked of the device (dispatches, uploads, host waits).
 
 pub mod device;
 pub mod limits;
+pub mod ranges;
 pub mod routing;
 pub mod sampling;
 pub mod spans;

@@ -27,7 +27,7 @@ pub fn ShardPanel() -> impl IntoView {
                             <span class="shard" data-testid="shard"
                                 data-stack=stack.as_str() data-block=block data-expert=info.expert
                                 data-state=move || c.state.get().as_str()
-                                title=move || format!("{} · {:.1} kB · {}{}", info.file, info.bytes as f64 / 1e3,
+                                title=move || format!("{} · {:.1} kB · {}{}", switchscope_wire::ranges::describe(&info.file), info.bytes as f64 / 1e3,
                                     c.state.get().as_str(),
                                     c.ms.get().map(|ms| format!(" · fetched in {ms:.1} ms")).unwrap_or_default())>
                                 {info.expert}

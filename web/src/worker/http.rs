@@ -35,6 +35,11 @@ pub fn network_bytes() -> u64 {
     NETWORK_BYTES.get()
 }
 
+/// Counts `bytes` more of model data taken from the network.
+pub(super) fn add_network_bytes(bytes: u64) {
+    NETWORK_BYTES.set(NETWORK_BYTES.get() + bytes);
+}
+
 fn scope() -> WorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
@@ -61,11 +66,11 @@ pub fn cancel_transfers() {
 }
 
 /// Whether `error` is the rejection of an aborted transfer.
-fn is_abort(error: &JsValue) -> bool {
+pub(super) fn is_abort(error: &JsValue) -> bool {
     get(error, "name").as_string().as_deref() == Some("AbortError")
 }
 
-const CANCELLED: &str = "was not downloaded: the download was cancelled (Stop)";
+pub(super) const CANCELLED: &str = "was not downloaded: the download was cancelled (Stop)";
 
 /// A converted model served as static files under `base` (a URL ending in `/`).
 #[derive(Debug, Clone)]
@@ -89,7 +94,7 @@ pub async fn open_cache() -> Option<Cache> {
         .map(JsCast::unchecked_into)
 }
 
-async fn body(response: &web_sys::Response) -> Result<Vec<u8>, String> {
+pub(super) async fn body(response: &web_sys::Response) -> Result<Vec<u8>, String> {
     let buffer = JsFuture::from(response.array_buffer().map_err(|e| describe(&e))?)
         .await
         .map_err(|e| format!("its body could not be read ({})", describe(&e)))?;
@@ -154,10 +159,21 @@ async fn body_with_progress(
 /// A network request for `url` that bypasses the browser's HTTP cache (the Cache API is ours)
 /// and is cancelled by [`cancel_transfers`].
 fn start(url: &str) -> Promise {
+    start_range(url, None)
+}
+
+/// As [`start`], for the bytes `start..end` of `url` when `range` is given.
+pub(super) fn start_range(url: &str, range: Option<(u64, u64)>) -> Promise {
     let init = RequestInit::new();
     init.set_cache(RequestCache::NoStore);
     if let Some(controller) = controller() {
         let _ = js_sys::Reflect::set(&init, &"signal".into(), &get(&controller, "signal"));
+    }
+    if let Some((start, end)) = range {
+        let headers = js_sys::Object::new();
+        let value = JsValue::from_str(&format!("bytes={start}-{}", end - 1));
+        let _ = js_sys::Reflect::set(&headers, &"Range".into(), &value);
+        init.set_headers(&headers);
     }
     scope().fetch_with_str_and_init(url, &init)
 }
@@ -270,7 +286,7 @@ impl HttpSource {
             Err(Failure::Final(reason)) => return Err(shard_error(&file.name, reason)),
         };
         verify(file, &bytes)?;
-        NETWORK_BYTES.set(NETWORK_BYTES.get() + bytes.len() as u64);
+        add_network_bytes(bytes.len() as u64);
         if let Some(cache) = &cache {
             store(cache, &url, &bytes).await;
         }
@@ -283,7 +299,7 @@ impl HttpSource {
 }
 
 /// Puts bytes into the cache.
-async fn put(cache: &Cache, url: &str, bytes: &[u8]) -> Result<(), JsValue> {
+pub(super) async fn put(cache: &Cache, url: &str, bytes: &[u8]) -> Result<(), JsValue> {
     let array = Uint8Array::from(bytes);
     let response = web_sys::Response::new_with_opt_buffer_source(Some(&array))?;
     JsFuture::from(cache.put_with_str(url, &response))
@@ -303,7 +319,7 @@ async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
 }
 
 /// `navigator.onLine` (true when unknown).
-fn online() -> bool {
+pub(super) fn online() -> bool {
     get(&get(&js_sys::global(), "navigator"), "onLine")
         .as_bool()
         .unwrap_or(true)
@@ -474,27 +490,36 @@ impl ExpertSource for HttpSource {
 /// Fetches a small text file of the model that is not content-checked by a manifest entry
 /// (`manifest.json` itself): the network first, the cached copy when offline. Nothing is
 /// cached here: the caller stores a fresh copy with [`keep_text`] once it has checked it.
+/// `Ok(None)` when the server answers that the file does not exist (404) and no copy is cached.
 ///
 /// # Errors
 /// A sentence naming the URL.
-pub async fn fetch_text_network_first(url: &str) -> Result<(String, bool), String> {
+pub async fn fetch_text_network_first(url: &str) -> Result<Option<(String, bool)>, String> {
     let network = async {
         let response: web_sys::Response = JsFuture::from(start(url))
             .await
-            .map_err(|e| format!("{url} could not be fetched ({})", describe(&e)))?
+            .map_err(|e| {
+                (
+                    format!("{url} could not be fetched ({})", describe(&e)),
+                    false,
+                )
+            })?
             .unchecked_into();
         if !response.ok() {
-            return Err(format!(
-                "{url} could not be fetched (HTTP {})",
-                response.status()
+            let status = response.status();
+            return Err((
+                format!("{url} could not be fetched (HTTP {status})"),
+                status == 404,
             ));
         }
-        body(&response).await.map_err(|e| format!("{url}: {e}"))
+        body(&response)
+            .await
+            .map_err(|e| (format!("{url}: {e}"), false))
     }
     .await;
     let (bytes, fresh) = match network {
         Ok(bytes) => (bytes, true),
-        Err(network_error) => {
+        Err((network_error, missing)) => {
             let cached = match &open_cache().await {
                 Some(cache) => match JsFuture::from(cache.match_with_str(url)).await {
                     Ok(found) if !found.is_undefined() && !found.is_null() => {
@@ -504,11 +529,15 @@ pub async fn fetch_text_network_first(url: &str) -> Result<(String, bool), Strin
                 },
                 None => None,
             };
-            (cached.ok_or(network_error)?, false)
+            match cached {
+                Some(bytes) => (bytes, false),
+                None if missing => return Ok(None),
+                None => return Err(network_error),
+            }
         }
     };
     let text = String::from_utf8(bytes).map_err(|_| format!("{url} is not UTF-8 text"))?;
-    Ok((text, fresh))
+    Ok(Some((text, fresh)))
 }
 
 /// Stores a checked text file (see [`fetch_text_network_first`]) for offline use.

@@ -3,6 +3,7 @@
 //! Runs in a dedicated Web Worker so the page never waits on the GPU or the CPU backend.
 //! WebGPU is available in dedicated workers, and burn's WebGPU device is created here, once.
 
+mod checkpoint;
 mod device;
 pub mod http;
 mod reply;

@@ -6,21 +6,24 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use switchscope_core::formats::manifest::Manifest;
+use switchscope_core::formats::quant::Scheme;
 use switchscope_core::model::RunOptions;
 use switchscope_core::runtime::generate::{GenerateOptions, Progress};
+use switchscope_core::runtime::remote::open_checkpoint;
 use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
 use switchscope_core::wire::{MAX_INPUT_TOKENS, ShardEvent};
 use switchscope_core::{ModelLocation, OpenOptions, Switch};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+use super::checkpoint::FetchTransport;
 use super::device::device_for;
 use super::http::{HttpSource, fetch_text_network_first, keep_text, open_cache};
 use super::reply::post;
 use crate::gpu::now_ms;
 use crate::protocol::{
-    BackendPreference, DeviceCounts, LayerRouting, ModelInfo, Response, RunSummary, Settings,
-    ShardInfo, Stack,
+    Backend, BackendPreference, DeviceCounts, LayerRouting, ModelInfo, Response, RunSummary,
+    Settings, ShardInfo, Stack,
 };
 
 struct Session {
@@ -29,6 +32,8 @@ struct Session {
     switch: Switch,
     /// The store of `switch` (a model over HTTP always has one).
     store: Arc<ExpertStore>,
+    /// A Hugging Face checkpoint read by byte ranges: its experts are not files under `base`.
+    checkpoint: bool,
 }
 
 thread_local! {
@@ -67,29 +72,23 @@ fn describe_quantization(manifest: &Manifest) -> String {
     format!("{experts}, {} dense weights", q.dense.as_str())
 }
 
-/// Loads the model at `url` (replacing any loaded one).
-pub async fn load(
-    url: String,
-    preference: BackendPreference,
-    budget_bytes: Option<u64>,
-    prefetch: bool,
-) -> Result<ModelInfo, String> {
-    let start = now_ms();
-    let network_before = crate::worker::http::network_bytes();
-    let base = if url.ends_with('/') {
-        url
-    } else {
-        format!("{url}/")
+/// Where a model comes from, as [`Switch::open`] takes it, and what the page is told of it.
+struct Located {
+    at: ModelLocation,
+    tokenizer_json: Option<String>,
+    shards: Vec<ShardInfo>,
+    dense_bytes: u64,
+    total_bytes: u64,
+    quantization: String,
+    /// A Hugging Face checkpoint read by byte ranges (not a converted model).
+    checkpoint: bool,
+}
+
+/// A converted model: its checked manifest, its tokenizer, which of its shards are cached.
+async fn converted(base: &str, manifest: Manifest) -> Result<Located, String> {
+    let source = HttpSource {
+        base: base.to_owned(),
     };
-    let manifest_url = format!("{base}manifest.json");
-    let (text, fresh) = fetch_text_network_first(&manifest_url).await?;
-    // Only a manifest that parses and validates is kept for offline use.
-    let manifest = Manifest::from_json(&text).map_err(|e| format!("{manifest_url}: {e}"))?;
-    if fresh {
-        keep_text(&manifest_url, &text).await;
-    }
-    let chosen = device_for(preference).await?;
-    let source = HttpSource { base: base.clone() };
     let tokenizer_json = match &manifest.tokenizer {
         Some(name) => {
             let entry = manifest
@@ -121,9 +120,109 @@ pub async fn load(
             cached,
         });
     }
-    let dense_bytes = manifest.file(&manifest.dense).map_or(0, |f| f.bytes);
-    let total_bytes = manifest.total_bytes();
-    let quantization = describe_quantization(&manifest);
+    Ok(Located {
+        tokenizer_json,
+        shards,
+        dense_bytes: manifest.file(&manifest.dense).map_or(0, |f| f.bytes),
+        total_bytes: manifest.total_bytes(),
+        quantization: describe_quantization(&manifest),
+        checkpoint: false,
+        at: ModelLocation::Source {
+            manifest: Box::new(manifest),
+            source: Box::new(source),
+        },
+    })
+}
+
+/// A Hugging Face checkpoint directory, read by byte ranges: its headers and dense tensors
+/// now, each expert when routed to, quantized to int8 as it arrives on WebGPU (the runtime's
+/// representation there), kept f32 on the CPU.
+async fn checkpoint(base: &str, backend: Backend) -> Result<Located, String> {
+    let experts = match backend {
+        Backend::Webgpu => Scheme::Int8,
+        Backend::Cpu => Scheme::F32,
+    };
+    let opened = open_checkpoint(base, Arc::new(FetchTransport), experts)
+        .await
+        .map_err(|e| {
+            format!("{base} has no manifest.json, and as a Hugging Face checkpoint directory: {e}")
+        })?;
+    let tokenizer_json = match &opened.tokenizer {
+        Some(bytes) => Some(
+            String::from_utf8(bytes.clone())
+                .map_err(|_| format!("{base}tokenizer.json is not UTF-8 text"))?,
+        ),
+        None => None,
+    };
+    let manifest = &opened.manifest;
+    let shards = manifest
+        .experts
+        .iter()
+        .map(|e| ShardInfo {
+            stack: e.stack,
+            block: e.block,
+            expert: e.expert,
+            file: e.file.clone(),
+            bytes: manifest.file(&e.file).map_or(0, |f| f.bytes),
+            cached: false,
+        })
+        .collect();
+    Ok(Located {
+        tokenizer_json,
+        shards,
+        dense_bytes: opened.dense_bytes,
+        total_bytes: manifest.total_bytes(),
+        quantization: format!(
+            "a checkpoint read by byte ranges: {} experts as they arrive, f32 dense weights",
+            experts.as_str()
+        ),
+        checkpoint: true,
+        at: ModelLocation::Checkpoint(Box::new(opened)),
+    })
+}
+
+/// Loads the model at `url` (replacing any loaded one): a converted model when the directory
+/// has `manifest.json`, else a Hugging Face checkpoint directory read by byte ranges.
+pub async fn load(
+    url: String,
+    preference: BackendPreference,
+    budget_bytes: Option<u64>,
+    prefetch: bool,
+) -> Result<ModelInfo, String> {
+    let start = now_ms();
+    let network_before = crate::worker::http::network_bytes();
+    let base = if url.ends_with('/') {
+        url
+    } else {
+        format!("{url}/")
+    };
+    let manifest_url = format!("{base}manifest.json");
+    let manifest = match fetch_text_network_first(&manifest_url).await? {
+        Some((text, fresh)) => {
+            // Only a manifest that parses and validates is kept for offline use.
+            let manifest =
+                Manifest::from_json(&text).map_err(|e| format!("{manifest_url}: {e}"))?;
+            if fresh {
+                keep_text(&manifest_url, &text).await;
+            }
+            Some(manifest)
+        }
+        None => None,
+    };
+    let chosen = device_for(preference).await?;
+    let located = match manifest {
+        Some(manifest) => converted(&base, manifest).await?,
+        None => checkpoint(&base, chosen.backend()).await?,
+    };
+    let Located {
+        at,
+        tokenizer_json,
+        shards,
+        dense_bytes,
+        total_bytes,
+        quantization,
+        checkpoint,
+    } = located;
     let options = StoreOptions {
         budget_bytes,
         prefetch,
@@ -135,10 +234,6 @@ pub async fn load(
     };
     let options_policy = options.policy;
     SESSION.set(None);
-    let at = ModelLocation::Source {
-        manifest: Box::new(manifest),
-        source: Box::new(source),
-    };
     let options = OpenOptions {
         store: options,
         ..OpenOptions::default()
@@ -190,6 +285,7 @@ pub async fn load(
         base: info.url.clone(),
         switch,
         store,
+        checkpoint,
     })));
     Ok(info)
 }
@@ -298,10 +394,12 @@ async fn run(
         .await;
     let generation = match generation {
         Ok(generation) => {
-            HttpSource {
-                base: session.base.clone(),
+            if !session.checkpoint {
+                HttpSource {
+                    base: session.base.clone(),
+                }
+                .keep_unused_prefetches(&session.store.manifest().files);
             }
-            .keep_unused_prefetches(&session.store.manifest().files);
             generation
         }
         // Stop pressed while an expert was downloading: the transfer was aborted, and the run
@@ -386,9 +484,23 @@ pub fn stop() {
     }
 }
 
+/// The offline copy is of a converted model's files; a checkpoint keeps only the ranges it read.
+fn refuse_checkpoint(session: &Session) -> Result<(), String> {
+    if session.checkpoint {
+        return Err(format!(
+            "{} is a Hugging Face checkpoint read by byte ranges: the ranges it read are kept in \
+             the browser's cache, but an offline copy needs a converted model (switchscope \
+             convert, then serve the converted directory)",
+            session.base
+        ));
+    }
+    Ok(())
+}
+
 /// Stores every file of the loaded model (and its manifest) in the browser's cache.
 pub async fn make_offline() -> Result<Response, String> {
     let session = session()?;
+    refuse_checkpoint(&session)?;
     let source = HttpSource {
         base: session.base.clone(),
     };
@@ -414,6 +526,7 @@ pub async fn make_offline() -> Result<Response, String> {
 /// Removes the loaded model's files from the browser's cache.
 pub async fn remove_offline() -> Result<Response, String> {
     let session = session()?;
+    refuse_checkpoint(&session)?;
     let source = HttpSource {
         base: session.base.clone(),
     };

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use switchscope_wire::Origin;
+use switchscope_wire::ranges::{dense_name, range_name};
 
 use super::http::{RemoteFile, Traffic, Transport, get_file, http};
 use super::source::{ExpertSource, Fetched, ShardFuture};
@@ -322,11 +323,11 @@ pub async fn open_checkpoint(
                         range: r.clone(),
                     });
                 }
-                let name = spans
-                    .iter()
-                    .map(|&(f, a, b)| format!("{}/{a}-{b}", files[f].name))
-                    .collect::<Vec<_>>()
-                    .join("_");
+                let name = range_name(
+                    spans
+                        .iter()
+                        .map(|&(f, a, b)| (files[f].name.as_str(), a, b)),
+                );
                 let bytes = spans.iter().map(|&(_, a, b)| b - a).sum();
                 file_entries.push(FileEntry {
                     name: name.clone(),
@@ -384,9 +385,9 @@ pub async fn open_checkpoint(
             }
         }
     }
-    let dense_name = format!("{}/dense", files[0].name);
+    let dense_file = dense_name(&files[0].name);
     file_entries.push(FileEntry {
-        name: dense_name.clone(),
+        name: dense_file.clone(),
         bytes: dense_bytes,
         sha256: String::new(),
     });
@@ -406,7 +407,7 @@ pub async fn open_checkpoint(
             scale_dtype: if options.f16_scales { "f16" } else { "f32" }.to_owned(),
             dense: Scheme::F32,
         },
-        dense: dense_name,
+        dense: dense_file,
         experts: expert_entries,
         files: file_entries,
     };
