@@ -9,7 +9,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BASE_URL, launch, waitStatus } from './browser.mjs';
-import { faultServer } from './faultserver.mjs';
+import { allowingModelsFrom, faultServer } from './faultserver.mjs';
 
 const MODEL = process.env.SWITCHSCOPE_MODEL ?? 'models/switchscope-mini/';
 const DIST = join(dirname(fileURLToPath(import.meta.url)), '../../dist');
@@ -101,17 +101,7 @@ test('a model on another origin loads only where the deployment allows that orig
 
     // The deployment lists the origin (as `<meta name="switchscope-model-origins">` in
     // web/index.html would, with the policy the build derives from it).
-    const origin = new URL(models.url).origin;
-    app.fault = (path) =>
-      path === '/' || path === '/index.html'
-        ? {
-            transform: (bytes) =>
-              bytes
-                .toString('utf8')
-                .replace('<meta name="switchscope-model-origins" content="" />', `<meta name="switchscope-model-origins" content="${origin}" />`)
-                .replace("connect-src 'self'", `connect-src 'self' ${origin}`),
-          }
-        : undefined;
+    app.fault = allowingModelsFrom(new URL(models.url).origin);
     await page.goto(url.href);
     assert.equal(await waitStatus(page, ['idle', 'error']), 'idle', await page.getByTestId('error').innerText().catch(() => ''));
     assert.ok(models.requests.some((p) => p.endsWith('manifest.json')));

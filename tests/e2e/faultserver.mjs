@@ -86,3 +86,21 @@ export async function faultServer() {
   server.url = `http://127.0.0.1:${server.address().port}/`;
   return server;
 }
+
+/**
+ * A fault for `server.fault` that serves the page as a deployment allowing models from
+ * `origin` would: listed in `<meta name="switchscope-model-origins">` (web/index.html), with
+ * the connect-src policy the build derives from it.
+ */
+export function allowingModelsFrom(origin) {
+  return (path) =>
+    path === '/' || path === '/index.html'
+      ? {
+          transform: (bytes) =>
+            bytes
+              .toString('utf8')
+              .replace('<meta name="switchscope-model-origins" content="" />', `<meta name="switchscope-model-origins" content="${origin}" />`)
+              .replace("connect-src 'self'", `connect-src 'self' ${origin}`),
+        }
+      : undefined;
+}

@@ -21,6 +21,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::UNIX_EPOCH;
 
@@ -33,6 +35,8 @@ use crate::compress::{CODINGS, Coding};
 pub struct Site {
     pub root: PathBuf,
     pub mounts: Vec<(String, PathBuf)>,
+    /// Body bytes sent so far, over every connection (shared by the clones).
+    pub sent: Arc<AtomicU64>,
 }
 
 impl Site {
@@ -40,6 +44,7 @@ impl Site {
         Self {
             root,
             mounts: Vec::new(),
+            sent: Arc::default(),
         }
     }
 
@@ -291,6 +296,7 @@ fn handle(stream: TcpStream, site: &Site) -> Result<()> {
     if !head {
         file.seek(SeekFrom::Start(first))?;
         let copied = io::copy(&mut file.take(count), &mut out)?;
+        site.sent.fetch_add(copied, Ordering::SeqCst);
         if copied != count {
             anyhow::bail!("{} shrank while being sent", sent.display());
         }

@@ -80,3 +80,10 @@ pub fn root() -> PathBuf {
         .expect("xtask lives inside the workspace")
         .to_path_buf()
 }
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` where set, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| root().join("target"), PathBuf::from)
+}

@@ -49,7 +49,8 @@ pub fn run(args: &[String]) -> Result<()> {
     for (name, dir) in &mounts {
         println!("  {} at http://127.0.0.1:{port}/{name}/", dir.display());
     }
-    let site = Site { root: dist, mounts };
+    let mut site = Site::new(dist);
+    site.mounts = mounts;
     http::serve_forever(listener, site);
     Ok(())
 }

@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 
-use crate::root;
-use crate::serve;
+use crate::http::{self, Site};
 use crate::tools::{self, Tools, WASM_TARGET};
+use crate::{root, serve, target_dir};
 
 /// One step of the test run.
 type Step = fn(&Tools) -> Result<()>;
@@ -145,12 +145,29 @@ fn e2e(tools: &Tools) -> Result<()> {
     if files.is_empty() {
         bail!("no end-to-end tests found in tests/e2e");
     }
-    let addr = serve::spawn(root().join("dist"))?;
+    // The checkpoint tests write Hugging Face checkpoints with the CLI into a directory the
+    // server mounts at `/checkpoints/`.
+    tools::run(
+        tools
+            .command("cargo")
+            .args(["build", "-p", "switchscope-cli", "--locked"]),
+    )?;
+    let checkpoints = target_dir().join("e2e-checkpoints");
+    if checkpoints.exists() {
+        std::fs::remove_dir_all(&checkpoints)?;
+    }
+    std::fs::create_dir_all(&checkpoints)?;
+    let mut site = Site::new(root().join("dist"));
+    site.mounts
+        .push(("checkpoints".to_owned(), checkpoints.clone()));
+    let addr = http::spawn(site)?;
     tools::run(
         tools
             .command("node")
             .args(["--test", "--test-concurrency=1"])
             .args(&files)
-            .env("SWITCHSCOPE_URL", format!("http://{addr}/")),
+            .env("SWITCHSCOPE_URL", format!("http://{addr}/"))
+            .env("SWITCHSCOPE_CLI", target_dir().join("debug/switchscope"))
+            .env("SWITCHSCOPE_CHECKPOINTS", &checkpoints),
     )
 }

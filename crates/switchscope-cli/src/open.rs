@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use switchscope_core::formats::quant::Scheme;
+use switchscope_core::runtime::http::Traffic;
 use switchscope_core::runtime::remote::{RemoteModel, open_url};
 use switchscope_core::runtime::store::StoreOptions;
 use switchscope_core::tensor::Device;
@@ -23,6 +24,18 @@ pub struct Opened {
     pub switch: Switch,
     /// `tokenizer.json` of a model opened from a URL.
     pub tokenizer: Option<Vec<u8>>,
+    /// For a checkpoint read by byte ranges: what it moved over the network.
+    pub ranged: Option<Ranged>,
+}
+
+/// A checkpoint read by byte ranges, as a benchmark counts it.
+pub struct Ranged {
+    /// Bytes and requests over the network, counted as answers arrive.
+    pub traffic: Arc<Traffic>,
+    /// Each weight file's name and length.
+    pub files: Vec<(String, u64)>,
+    /// Bytes of the dense tensors (fetched at open).
+    pub dense_bytes: u64,
 }
 
 /// Opens a checkpoint or converted model directory on `backend` (`cpu` or `wgpu`); a converted
@@ -48,6 +61,7 @@ pub fn open_model(model: &Path, backend: &str, store: StoreOptions) -> Result<Op
         return Ok(Opened {
             switch,
             tokenizer: None,
+            ranged: None,
         });
     }
     let url = model.to_string_lossy().into_owned();
@@ -59,7 +73,7 @@ pub fn open_model(model: &Path, backend: &str, store: StoreOptions) -> Result<Op
     let transport = Arc::new(crate::http::Ureq::default());
     let remote = pollster::block_on(open_url(&url, transport, experts))
         .with_context(|| format!("opening {url}"))?;
-    let (at, tokenizer) = match remote {
+    let (at, tokenizer, ranged) = match remote {
         RemoteModel::Converted {
             manifest,
             source,
@@ -70,6 +84,7 @@ pub fn open_model(model: &Path, backend: &str, store: StoreOptions) -> Result<Op
                 source: Box::new(source),
             },
             tokenizer,
+            None,
         ),
         RemoteModel::Checkpoint(checkpoint) => {
             eprintln!(
@@ -90,12 +105,28 @@ pub fn open_model(model: &Path, backend: &str, store: StoreOptions) -> Result<Op
                 checkpoint.dense_bytes as f64 / 1e6,
             );
             let tokenizer = checkpoint.tokenizer.clone();
-            (ModelLocation::Checkpoint(checkpoint), tokenizer)
+            let ranged = Ranged {
+                traffic: checkpoint.traffic.clone(),
+                files: checkpoint
+                    .files()
+                    .map(|(name, len)| (name.to_owned(), len))
+                    .collect(),
+                dense_bytes: checkpoint.dense_bytes,
+            };
+            (
+                ModelLocation::Checkpoint(checkpoint),
+                tokenizer,
+                Some(ranged),
+            )
         }
     };
     let switch = pollster::block_on(Switch::open(at, &device, options))
         .with_context(|| format!("loading {url}"))?;
-    Ok(Opened { switch, tokenizer })
+    Ok(Opened {
+        switch,
+        tokenizer,
+        ranged,
+    })
 }
 
 /// The tokenizer of a model directory (`tokenizer.json`; converted directories keep it too).

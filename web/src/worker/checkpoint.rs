@@ -11,7 +11,9 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Response, ResponseInit};
 
-use super::http::{CANCELLED, add_network_bytes, body, is_abort, online, open_cache, start_range};
+use super::http::{
+    CANCELLED, add_network_bytes, body, is_abort, open_cache, start_range, unreachable,
+};
 use crate::error::describe;
 use crate::js::{call, get};
 
@@ -79,23 +81,11 @@ async fn from_network(request: &HttpRequest<'_>) -> Result<HttpReply, CoreError>
         .map_err(|e| {
             if is_abort(&e) {
                 failed(url, CANCELLED)
-            } else if !online() {
-                failed(
-                    url,
-                    format!(
-                        "could not be fetched: the network is unreachable ({})",
-                        describe(&e)
-                    ),
-                )
             } else {
-                failed(
-                    url,
-                    format!(
-                        "could not be fetched ({}); a server on another origin must allow this \
-                         page's origin (CORS)",
-                        describe(&e)
-                    ),
-                )
+                CoreError::Http {
+                    url: url.to_owned(),
+                    reason: unreachable(url, &e),
+                }
             }
         })?;
     let response: Response = response.unchecked_into();

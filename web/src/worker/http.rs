@@ -325,6 +325,27 @@ pub(super) fn online() -> bool {
         .unwrap_or(true)
 }
 
+/// Why a `fetch` of `url` got no HTTP answer, in words after the URL: the network, or (for another origin)
+/// its CORS policy, which the browser does not let the page tell apart from a network error.
+pub(super) fn unreachable(url: &str, error: &JsValue) -> String {
+    let why = describe(error);
+    if !online() {
+        return format!("could not be fetched: the network is unreachable ({why})");
+    }
+    let origin = |v: &JsValue| get(v, "origin").as_string();
+    let here = origin(&get(&js_sys::global(), "location"));
+    let there = web_sys::Url::new(url).ok().map(|u| u.origin());
+    if there.is_some() && here != there {
+        format!(
+            "could not be fetched ({why}); the server on {} must allow this page's origin \
+             (CORS: Access-Control-Allow-Origin), or be unreachable",
+            there.unwrap_or_default()
+        )
+    } else {
+        format!("could not be fetched ({why})")
+    }
+}
+
 /// Progress of [`HttpSource::make_offline`]: files and bytes done of the totals.
 #[derive(Debug, Clone, Copy)]
 pub struct OfflineProgress {
@@ -498,12 +519,7 @@ pub async fn fetch_text_network_first(url: &str) -> Result<Option<(String, bool)
     let network = async {
         let response: web_sys::Response = JsFuture::from(start(url))
             .await
-            .map_err(|e| {
-                (
-                    format!("{url} could not be fetched ({})", describe(&e)),
-                    false,
-                )
-            })?
+            .map_err(|e| (format!("{url} {}", unreachable(url, &e)), false))?
             .unchecked_into();
         if !response.ok() {
             let status = response.status();

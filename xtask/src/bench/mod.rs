@@ -14,10 +14,13 @@
 //! 6. `kernels`: our GPU kernels against burn's quantized tensors, dequantize-then-matmul and
 //!    f32 on one expert's feed-forward, and the default model with and without them, on
 //!    lavapipe and on SwiftShader (native Vulkan drivers on the CPU).
+//! 7. `checkpoint`: bytes over the network for a Hugging Face checkpoint read in place from its
+//!    URL (random checkpoints with switch-base's widths, 64 and 128 experts per layer).
 //!
 //! Results: `target/bench/*.json` and the Markdown tables in `target/bench/report.md`.
 
 mod browser;
+mod checkpoint;
 mod native;
 
 use std::path::{Path, PathBuf};
@@ -27,19 +30,20 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::tools::{self, Tools};
-use crate::{plot, root, serve};
+use crate::{plot, root, serve, target_dir};
 
 const USAGE: &str =
     "cargo xtask bench [--runs N] [--skip-build] [--python PATH] [PART...] | --plot-only
-parts: native browser shards growth coldstart kernels (default: all)";
+parts: native browser shards growth coldstart kernels checkpoint (default: all)";
 
-const PARTS: [&str; 6] = [
+const PARTS: [&str; 7] = [
     "native",
     "browser",
     "shards",
     "growth",
     "coldstart",
     "kernels",
+    "checkpoint",
 ];
 
 /// The default model, as shipped.
@@ -141,6 +145,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "growth" => bench.growth()?,
             "coldstart" => bench.coldstart()?,
             "kernels" => bench.kernels()?,
+            "checkpoint" => bench.checkpoint()?,
             _ => unreachable!("parts are checked above"),
         }
         // Written after every part, so that a long run leaves what it measured.
@@ -152,11 +157,6 @@ pub fn run(args: &[String]) -> Result<()> {
         bench.out.join("report.md").display()
     );
     Ok(())
-}
-
-/// Where cargo puts its builds.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
 }
 
 /// The CPU, from /proc/cpuinfo, and the core count.

@@ -11,6 +11,8 @@
 //!   burn's quantized tensors, dequantize-then-matmul and f32.
 //! - `bench export-hf`: a converted model back to a Hugging Face checkpoint (dequantized), so
 //!   that other engines can run exactly the weights we run.
+//! - `bench remote`: bytes over the network when a Hugging Face checkpoint is read in place by
+//!   its URL, per text of the fixed set and for the set in one store.
 //! - `bench random-checkpoint`: writes a random-weight Hugging Face checkpoint for a config (to
 //!   convert at real scale and measure the converter's time and memory).
 
@@ -18,6 +20,7 @@ mod export;
 mod fixtures;
 mod growth;
 mod kernels;
+mod remote;
 mod shards;
 mod speed;
 mod stats;
@@ -44,6 +47,9 @@ pub enum BenchCommand {
     ExportHf(export::ExportArgs),
     /// Write a random-weight Hugging Face checkpoint (config.json + model.safetensors).
     RandomCheckpoint(RandomArgs),
+    /// Bytes over the network when a checkpoint is read in place from its URL, per text of the
+    /// fixed set (each a first visit) and for the set in one store.
+    Remote(remote::RemoteArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +75,7 @@ pub fn run(command: BenchCommand) -> Result<()> {
         BenchCommand::Growth(args) => growth::run(&args),
         BenchCommand::ExportHf(args) => export::run(&args),
         BenchCommand::Kernels(args) => kernels::run(&args),
+        BenchCommand::Remote(args) => remote::run(&args),
         BenchCommand::RandomCheckpoint(args) => {
             let text = std::fs::read_to_string(&args.config)
                 .with_context(|| format!("reading {}", args.config.display()))?;

@@ -129,6 +129,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let Opened {
         switch,
         tokenizer: fetched_tokenizer,
+        ..
     } = args.model.open_with_tokenizer()?;
     let config = switch.config();
     if args.max_new_tokens == 0 {

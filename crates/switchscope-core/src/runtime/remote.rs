@@ -163,6 +163,13 @@ pub struct RemoteCheckpoint {
     pub traffic: Arc<Traffic>,
 }
 
+impl RemoteCheckpoint {
+    /// The checkpoint's weight files: name and length in bytes, as recorded at open.
+    pub fn files(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.experts.files.iter().map(|f| (f.name.as_str(), f.len))
+    }
+}
+
 /// Which weights a checkpoint directory has, found by asking for each in turn.
 async fn open_weights(
     base: &str,
