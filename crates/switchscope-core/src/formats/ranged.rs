@@ -344,6 +344,44 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A safetensors file with `header` as its JSON header and `data` bytes after it.
+    fn safetensors_with(dir: &Path, name: &str, header: &str, data: usize) -> PathBuf {
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.resize(bytes.len() + data, 0);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn headers_that_cannot_be_read_are_refused_with_the_reason() {
+        let dir = std::env::temp_dir().join(format!("ranged-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cases = [
+            ("not-json", "{\"w\": [1, 2", "malformed header"),
+            (
+                "outside",
+                r#"{"w": {"dtype": "F32", "shape": [40], "data_offsets": [0, 160]}}"#,
+                "tensor w has a byte range that does not fit",
+            ),
+            (
+                "int8",
+                r#"{"w": {"dtype": "I8", "shape": [16], "data_offsets": [0, 16]}}"#,
+                "has dtype I8; this reader reads F32, F16 and BF16",
+            ),
+        ];
+        for (name, header, expected) in cases {
+            let path = safetensors_with(&dir, name, header, 16);
+            let reader = FileRanges::open(&path).unwrap();
+            let err = pollster::block_on(safetensors_ranges(0, &reader))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn coalescing_merges_touching_ranges_only() {
         assert_eq!(
