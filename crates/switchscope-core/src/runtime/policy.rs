@@ -19,6 +19,12 @@
 //!   layer comes back only at the next prompt goes first), LFU with ageing among the rest (which
 //!   expert a layer picks next is a matter of how often it picked it, not of the layer's place
 //!   in the pass); ties go to the least recent.
+//! - **Next use**: an estimate of Belady's choice, which evicts the expert asked for farthest in
+//!   the future. The pass's order says when the expert's layer comes back (as least-stale
+//!   knows); how often the layer picked the expert (its ageing LFU count, over the layer's)
+//!   gives the chance `p` that a visit picks it, so its next use is expected
+//!   `distance + (1/p − 1) × decoder layers` requests away while decoding; an expert whose layer
+//!   only the next prompt reaches goes first, the least likely of them first.
 //! - **+ pre-gate pins** (any of the above): an expert that pre-gating predicted for the next
 //!   sparse layer, and that has not been asked for since, is not evicted (unless every
 //!   candidate is pinned). Only this engine knows those predictions. The store pre-gates for
@@ -37,6 +43,7 @@ pub enum Order {
     Lfu,
     LeastStale,
     StaleLfu,
+    NextUse,
 }
 
 /// An eviction policy: an [`Order`], optionally with pre-gate pins.
@@ -64,17 +71,23 @@ impl Policy {
         order: Order::StaleLfu,
         pin_predicted: false,
     };
+    pub const NEXT_USE: Self = Self {
+        order: Order::NextUse,
+        pin_predicted: false,
+    };
 
     /// Every policy the benchmark compares, in its table's order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::LRU,
         Self::LFU,
         Self::LEAST_STALE,
         Self::STALE_LFU,
+        Self::NEXT_USE,
         Self::LRU.pinned(),
         Self::LFU.pinned(),
         Self::LEAST_STALE.pinned(),
         Self::STALE_LFU.pinned(),
+        Self::NEXT_USE.pinned(),
     ];
 
     /// The same order with pre-gate pins.
@@ -87,8 +100,8 @@ impl Policy {
 }
 
 /// The store's default: stale-then-LFU with pre-gate pins, the best of [`Policy::ALL`] on the
-/// default model's session trace at 10, 25 and 50 % budgets (`switchscope bench shards`,
-/// docs/BENCHMARKS.md §3).
+/// default model's session trace at 10 and 25 % budgets (next-use with pins is at 50 %;
+/// `switchscope bench shards`, docs/BENCHMARKS.md §3).
 impl Default for Policy {
     fn default() -> Self {
         Self::STALE_LFU.pinned()
@@ -102,6 +115,7 @@ impl fmt::Display for Policy {
             Order::Lfu => "lfu",
             Order::LeastStale => "least-stale",
             Order::StaleLfu => "stale-lfu",
+            Order::NextUse => "next-use",
         };
         f.write_str(order)?;
         if self.pin_predicted {
@@ -114,7 +128,7 @@ impl fmt::Display for Policy {
 impl FromStr for Policy {
     type Err = String;
 
-    /// `lru`, `lfu`, `least-stale`, `stale-lfu`, each optionally followed by `+pins`.
+    /// `lru`, `lfu`, `least-stale`, `stale-lfu`, `next-use`, each optionally followed by `+pins`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (order, pin_predicted) = match s.strip_suffix("+pins") {
             Some(order) => (order, true),
@@ -125,10 +139,11 @@ impl FromStr for Policy {
             "lfu" => Order::Lfu,
             "least-stale" => Order::LeastStale,
             "stale-lfu" => Order::StaleLfu,
+            "next-use" => Order::NextUse,
             _ => {
                 return Err(format!(
-                    "unknown cache policy {s:?}: expected lru, lfu, least-stale or stale-lfu, optionally \
-                     followed by +pins"
+                    "unknown cache policy {s:?}: expected lru, lfu, least-stale, stale-lfu or next-use, \
+                     optionally followed by +pins"
                 ));
             }
         };
@@ -167,6 +182,10 @@ pub struct Residency {
     decoder_layers: usize,
     half_life: f64,
     seen: HashMap<ExpertId, Seen>,
+    /// Per sparse layer, its requests weighted as in [`Seen::uses`].
+    layer_uses: HashMap<(Stack, usize), Seen>,
+    /// Experts per sparse layer.
+    layer_experts: HashMap<(Stack, usize), usize>,
     resident: HashSet<ExpertId>,
     pinned: HashSet<ExpertId>,
     tick: u64,
@@ -178,6 +197,11 @@ impl Residency {
     /// Bookkeeping for `policy` over a model whose experts are `experts` (any order; the sparse
     /// layers are read from them).
     pub fn new(policy: Policy, experts: impl IntoIterator<Item = ExpertId>) -> Self {
+        let experts: Vec<ExpertId> = experts.into_iter().collect();
+        let mut layer_experts = HashMap::new();
+        for e in &experts {
+            *layer_experts.entry((e.stack, e.block)).or_insert(0) += 1;
+        }
         let layers = pass_order(experts);
         let decoder_layers = layers.iter().filter(|(s, _)| *s == Stack::Decoder).count();
         let rank: HashMap<_, _> = layers
@@ -191,6 +215,8 @@ impl Residency {
             rank,
             decoder_layers,
             seen: HashMap::new(),
+            layer_uses: HashMap::new(),
+            layer_experts,
             resident: HashSet::new(),
             pinned: HashSet::new(),
             tick: 0,
@@ -231,6 +257,12 @@ impl Residency {
         });
         seen.uses = seen.uses * decay(tick - seen.last_use, half_life) + 1.0;
         seen.last_use = tick;
+        let layer = self.layer_uses.entry((id.stack, id.block)).or_insert(Seen {
+            last_use: tick,
+            uses: 0.0,
+        });
+        layer.uses = layer.uses * decay(tick - layer.last_use, half_life) + 1.0;
+        layer.last_use = tick;
         self.pinned.remove(&id);
         self.at = Some(id);
     }
@@ -306,7 +338,28 @@ impl Residency {
                 };
                 (stale, rarity, age)
             }
+            Order::NextUse => {
+                let p = self.chance(id, -rarity);
+                let d = self.distance(id);
+                let expected = if d >= NEXT_PROMPT {
+                    NEXT_PROMPT as f64 / p
+                } else {
+                    d as f64 + (1.0 / p - 1.0) * self.decoder_layers.max(1) as f64
+                };
+                (expected, 0.0, age)
+            }
         }
+    }
+
+    /// The chance that a visit to `id`'s layer picks it: its weighted requests over its layer's
+    /// (`uses`, aged to now), smoothed so that an expert never asked for is not impossible.
+    fn chance(&self, id: ExpertId, uses: f64) -> f64 {
+        let layer = (id.stack, id.block);
+        let total = self.layer_uses.get(&layer).map_or(0.0, |s| {
+            s.uses * decay(self.tick - s.last_use.min(self.tick), self.half_life)
+        });
+        let n = self.layer_experts.get(&layer).copied().unwrap_or(1).max(1) as f64;
+        (uses + PRIOR) / (total + PRIOR * n)
     }
 
     /// How many sparse layers the pass visits, from where it is, before it next reaches `id`'s
@@ -336,6 +389,9 @@ pub fn pass_order(experts: impl IntoIterator<Item = ExpertId>) -> Vec<(Stack, us
     layers.dedup();
     layers
 }
+
+/// Requests [`Residency::chance`] counts for each expert before any is seen.
+const PRIOR: f64 = 0.5;
 
 /// [`Residency::distance`] of a layer that only the next prompt reaches (plus its rank).
 const NEXT_PROMPT: usize = 1 << 20;
@@ -462,6 +518,26 @@ mod tests {
         // everything pinned: the order decides anyway
         r.predicted(&[a, b, next]);
         assert_eq!(r.victim(None), Some(a));
+    }
+
+    #[test]
+    fn next_use_weighs_when_the_layer_comes_back_against_how_often_it_picks_the_expert() {
+        let enc = id(Stack::Encoder, 1, 0);
+        let (d1a, d1b, d3) = (
+            id(Stack::Decoder, 1, 0),
+            id(Stack::Decoder, 1, 1),
+            id(Stack::Decoder, 3, 2),
+        );
+        // decoder block 1 picked a three times and b once; block 3 always picks d3
+        let mut r = residency(Policy::NEXT_USE, &[enc, d1a, d3, d1a, d3, d1a, d3, d1b, d3]);
+        r.request(d1a);
+        // at decoder block 1: the encoder's expert waits for the next prompt
+        assert_eq!(r.victim(None), Some(enc));
+        r.remove(enc);
+        // block 3 comes next and always picks d3; of block 1's, b is the less likely
+        assert_eq!(r.victim(None), Some(d1b));
+        r.remove(d1b);
+        assert_eq!(r.victim(None), Some(d1a));
     }
 
     #[test]
