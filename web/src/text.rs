@@ -1,8 +1,49 @@
-//! Text ↔ token ids on the page, with the model's `tokenizer.json` (Hugging Face `tokenizers`).
+//! Text ↔ token ids on the page, with the model's `tokenizer.json` (`switchscope-text`, which
+//! gives the ids Hugging Face `tokenizers` gives), normalizing with the browser's Unicode.
 
-use tokenizers::Tokenizer;
+use switchscope_text::{Form, Tokenizer, Unicode};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::js::{call, get};
 
 use crate::spans::{self, Filled};
+
+/// The browser's Unicode: `String.prototype.normalize` and `Intl.Segmenter` (where it is
+/// missing, each character is its own grapheme; only SentencePiece's precompiled normalizer
+/// asks for graphemes).
+struct Browser;
+
+impl Unicode for Browser {
+    fn normalize(&self, form: Form, text: &str) -> String {
+        js_sys::JsString::from(text).normalize(form.as_str()).into()
+    }
+
+    fn graphemes<'a>(&self, text: &'a str) -> Vec<&'a str> {
+        let segments = (|| {
+            let constructor: js_sys::Function = get(&get(&js_sys::global(), "Intl"), "Segmenter")
+                .dyn_into()
+                .ok()?;
+            let options = js_sys::Object::new();
+            js_sys::Reflect::set(&options, &"granularity".into(), &"grapheme".into()).ok()?;
+            let args: js_sys::Array = [JsValue::UNDEFINED, options.into()].into_iter().collect();
+            let segmenter = js_sys::Reflect::construct(&constructor, &args).ok()?;
+            let iterable = call(&segmenter, "segment", &[JsValue::from_str(text)]).ok()?;
+            let mut out = Vec::new();
+            let mut at = 0;
+            for segment in js_sys::Array::from(&iterable).iter() {
+                let len = get(&segment, "segment").as_string()?.len();
+                out.push(text.get(at..at + len)?);
+                at += len;
+            }
+            (at == text.len()).then_some(out)
+        })();
+        segments.unwrap_or_else(|| {
+            text.char_indices()
+                .map(|(i, c)| &text[i..i + c.len_utf8()])
+                .collect()
+        })
+    }
+}
 
 /// The model's tokenizer.
 #[derive(Clone)]
@@ -35,8 +76,8 @@ impl Text {
     /// # Errors
     /// A sentence saying why the file is not a usable tokenizer.
     pub fn new(json: &str, eos: u32, pad: u32) -> Result<Self, String> {
-        let tokenizer = Tokenizer::from_bytes(json.as_bytes())
-            .map_err(|e| format!("the model's tokenizer.json cannot be read: {e}"))?;
+        let tokenizer = Tokenizer::from_json(json, &Browser)
+            .map_err(|e| format!("the model's tokenizer cannot be read: {e}"))?;
         let sentinels = spans::sentinel_ids(|token| tokenizer.token_to_id(token));
         Ok(Self {
             tokenizer: std::sync::Arc::new(tokenizer),
@@ -55,11 +96,10 @@ impl Text {
         if prompt.trim().is_empty() {
             return Err("the prompt is empty: type some text first".into());
         }
-        let encoding = self
+        let mut ids = self
             .tokenizer
-            .encode(prompt, true)
+            .encode(prompt, true, &Browser)
             .map_err(|e| format!("the prompt cannot be tokenized: {e}"))?;
-        let mut ids = encoding.get_ids().to_vec();
         if ids.last() != Some(&self.eos) {
             ids.push(self.eos);
         }
@@ -82,7 +122,7 @@ impl Text {
     pub fn piece(&self, id: u32) -> String {
         self.tokenizer
             .id_to_token(id)
-            .unwrap_or_else(|| format!("#{id}"))
+            .map_or_else(|| format!("#{id}"), str::to_owned)
     }
 
     /// The sentinel after the last one `input_ids` has: generating it ends the answer.
@@ -117,8 +157,6 @@ impl Text {
             .copied()
             .filter(|&id| id != self.eos && id != self.pad)
             .collect();
-        self.tokenizer
-            .decode(&kept, false)
-            .unwrap_or_else(|_| kept.iter().map(|&id| self.piece(id)).collect())
+        self.tokenizer.decode(&kept)
     }
 }

@@ -21,7 +21,12 @@ use crate::{root, serve, target_dir};
 type Step = fn(&Tools) -> Result<()>;
 
 /// Crates tested natively (the web crate is tested in the browser instead).
-const NATIVE: &[&str] = &["switchscope-core", "switchscope-cli", "xtask"];
+const NATIVE: &[&str] = &[
+    "switchscope-text",
+    "switchscope-core",
+    "switchscope-cli",
+    "xtask",
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(arg) = args.first() {

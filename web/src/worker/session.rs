@@ -13,7 +13,7 @@ use switchscope_core::runtime::remote::open_checkpoint;
 use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
 use switchscope_core::wire::{MAX_INPUT_TOKENS, ShardEvent};
 use switchscope_core::{ModelLocation, OpenOptions, Switch};
-use wasm_bindgen::JsCast;
+use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::checkpoint::FetchTransport;
@@ -21,6 +21,7 @@ use super::device::device_for;
 use super::http::{HttpSource, fetch_text_network_first, keep_text, open_cache};
 use super::reply::post;
 use crate::gpu::now_ms;
+use crate::js::{call, get};
 use crate::protocol::{
     Backend, BackendPreference, DeviceCounts, LayerRouting, ModelInfo, Response, RunSummary,
     Settings, ShardInfo, Stack,
@@ -42,6 +43,9 @@ thread_local! {
     static STOP: Cell<bool> = const { Cell::new(false) };
     /// Whether a generation is running (one at a time).
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// The `MessageChannel` behind [`yield_now`] (kept, so that its ports live while a turn is
+    /// pending).
+    static TURN: RefCell<Option<JsValue>> = const { RefCell::new(None) };
 }
 
 fn on_shard_event(event: &ShardEvent) {
@@ -49,10 +53,27 @@ fn on_shard_event(event: &ShardEvent) {
 }
 
 /// Resolves after the event loop has had a turn, so that a `stop` message can be handled.
+///
+/// The turn is a message to this worker's own `MessageChannel`, not `setTimeout(0)`: browsers
+/// hold a timer set from within a chain of timers for at least 4 ms (HTML's timer nesting
+/// clamp), which one token per turn would pay every time; a posted message waits only for the
+/// messages already queued (the page's `stop` among them).
 async fn yield_now() {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
-        let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
-        let _ = global.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        let posted = TURN.with_borrow_mut(|channel| {
+            if channel.is_none() {
+                let constructor: js_sys::Function =
+                    get(&js_sys::global(), "MessageChannel").dyn_into().ok()?;
+                *channel = js_sys::Reflect::construct(&constructor, &js_sys::Array::new()).ok();
+            }
+            let channel = channel.as_ref()?;
+            js_sys::Reflect::set(&get(channel, "port1"), &"onmessage".into(), &resolve).ok()?;
+            call(&get(channel, "port2"), "postMessage", &[JsValue::NULL]).ok()
+        });
+        if posted.is_none() {
+            let global: web_sys::WorkerGlobalScope = js_sys::global().unchecked_into();
+            let _ = global.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
     });
     let _ = JsFuture::from(promise).await;
 }
