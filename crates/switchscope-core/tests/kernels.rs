@@ -529,6 +529,111 @@ fn layer_norm_kernel_matches_reference() {
     );
 }
 
+/// A decode step's projection in one launch equals its reference with every combination of
+/// what surrounds it (layer norm, scale, ReLU, residual), at sizes that are not multiples of
+/// the cube's 8 features or 8 lanes; into a cache, it writes one position and nothing else.
+#[test]
+fn projection_kernel_matches_reference() {
+    use kernels::Around;
+    let (device, gpu) = gpu();
+    let mut rng = Rng(0x9e0f_ec75);
+    // (rows, d_in, n, norm, scale, relu, residual)
+    for (rows, d_in, n, norm, scale, relu, residual) in [
+        (1, 1, 1, false, None, false, false),
+        (1, 192, 192, true, None, false, false),
+        (2, 192, 512, true, None, true, false),
+        (1, 512, 192, false, None, false, true),
+        (3, 77, 6000, true, Some(0.072_168_78), false, false),
+        (1, 300, 13, true, None, true, true),
+    ] {
+        // inputs far from unit scale: the norm must use the row's own
+        let x: Vec<f32> = rng.values(rows * d_in).iter().map(|v| v * 30.0).collect();
+        let w = rng.values(n * d_in);
+        let gamma = rng.values(d_in);
+        let res = rng.values(rows * n);
+        let want = reference::project(
+            &x,
+            &w,
+            n,
+            norm.then_some((&gamma[..], 1e-6)),
+            scale.unwrap_or(1.0),
+            relu,
+            residual.then_some(&res[..]),
+        );
+        let around = Around {
+            norm: norm.then(|| {
+                let g = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [d_in]), &device);
+                (g, 1e-6)
+            }),
+            scale,
+            relu,
+            residual: residual.then(|| tensor(res.clone(), [rows, n], &device)),
+        };
+        let got = kernels::project(
+            &gpu,
+            tensor(x, [rows, d_in], &device),
+            tensor(w, [n, d_in], &device),
+            &around,
+        )
+        .unwrap();
+        assert_eq!(got.dims(), [rows, n]);
+        let got = read(got);
+        for r in 0..rows {
+            let span = r * n..(r + 1) * n;
+            let what = format!("{rows}×{d_in} → {n} (norm {norm}, relu {relu}), row {r}");
+            assert_close(&got[span.clone()], &want[span], &what);
+        }
+    }
+
+    // keys of one new position into a cache [batch, heads, slots, d_kv] at `slot`
+    let (batch, heads, slots, d_kv, d_in, slot) = (2, 6, 9, 32, 192, 4);
+    let x = rng.values(batch * d_in);
+    let w = rng.values(heads * d_kv * d_in);
+    let gamma = rng.values(d_in);
+    let before = rng.values(batch * heads * slots * d_kv);
+    let cache = Tensor::<4>::from_data(
+        TensorData::new(before.clone(), [batch, heads, slots, d_kv]),
+        &device,
+    );
+    let g = Tensor::<1>::from_data(TensorData::new(gamma.clone(), [d_in]), &device);
+    kernels::project_into_cache(
+        &gpu,
+        tensor(x.clone(), [batch, d_in], &device),
+        tensor(w.clone(), [heads * d_kv, d_in], &device),
+        (g.clone(), 1e-6),
+        &cache,
+        slot,
+    )
+    .unwrap();
+    let want = reference::project(&x, &w, heads * d_kv, Some((&gamma, 1e-6)), 1.0, false, None);
+    let got = read(cache.reshape([batch * heads * slots, d_kv]));
+    for b in 0..batch {
+        for h in 0..heads {
+            for s in 0..slots {
+                let at = ((b * heads + h) * slots + s) * d_kv;
+                let what = format!("cache sequence {b}, head {h}, position {s}");
+                if s == slot {
+                    let from = b * heads * d_kv + h * d_kv;
+                    assert_close(&got[at..at + d_kv], &want[from..from + d_kv], &what);
+                } else {
+                    assert_eq!(&got[at..at + d_kv], &before[at..at + d_kv], "{what}");
+                }
+            }
+        }
+    }
+    let full = Tensor::<4>::zeros([batch, heads, slots, d_kv], &device);
+    let err = kernels::project_into_cache(
+        &gpu,
+        tensor(x, [batch, d_in], &device),
+        tensor(w, [heads * d_kv, d_in], &device),
+        (g, 1e-6),
+        &full,
+        slots,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("into position 9"), "{err}");
+}
+
 /// One query per sequence against cached keys, every head in one launch, equals the
 /// reference for each sequence and head: caches longer than the keys attended to, biases
 /// shared by every head or per head, at an offset, a row masked to the f32 minimum.

@@ -1,5 +1,5 @@
-//! The sparse layer's feed-forward, the router's decision, the layer norm, one query's
-//! attention and greedy decoding's pick, launched on burn tensors.
+//! The sparse layer's feed-forward, the router's decision and greedy decoding's pick, launched
+//! on burn tensors ([`super::dense`] launches a decode step's dense work).
 
 // Buffers are bound to kernels with their lengths (CubeCL's `BufferArg::from_raw_parts`, an
 // `unsafe` function: a wrong length could let a kernel read or write out of bounds). Every
@@ -11,10 +11,8 @@ use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, activation};
 use cubecl::prelude::*;
 
 use super::argmax::{self, argmax_kernel, embed_kernel};
-use super::attend::{self, attend_kernel};
 use super::gpu::{FUSED_MAX_TOKENS, Gpu};
 use super::quant_matrix::{Io, QuantExpert, QuantMatrix};
-use super::rms_norm::{self, rms_norm_kernel};
 use super::router::{self, route_kernel};
 use crate::CoreError;
 
@@ -231,123 +229,6 @@ pub fn route_on_device(
         slot,
         scale,
     })
-}
-
-/// T5's layer norm of every row of `x` with `weight` (see [`rms_norm`](super::rms_norm)), in
-/// one launch.
-///
-/// # Shapes
-/// - `x`: `[rows, width]`, `weight`: `[width]` → `[rows, width]`
-///
-/// # Errors
-/// [`CoreError::Execution`] when `x` or `weight` is not an f32 tensor on this GPU;
-/// [`CoreError::Input`] when their widths differ.
-pub fn layer_norm(
-    gpu: &Gpu,
-    x: Tensor<2>,
-    weight: Tensor<1>,
-    eps: f64,
-) -> Result<Tensor<2>, CoreError> {
-    let [rows, width] = x.dims();
-    let [w_width] = weight.dims();
-    if w_width != width {
-        return Err(CoreError::Input(format!(
-            "a layer norm of width {w_width} for rows of width {width}"
-        )));
-    }
-    let (x, x_len) = gpu.buffer(x)?;
-    let (w, w_len) = gpu.buffer(weight.reshape([1, width]))?;
-    let out = gpu.client.empty((rows * width).max(1) * 4);
-    if rows > 0 && width > 0 {
-        rms_norm_kernel::launch(
-            &gpu.client,
-            CubeCount::Static(rows as u32, 1, 1),
-            CubeDim::new_1d(rms_norm::UNITS),
-            // SAFETY: the lengths are the buffers' element counts.
-            unsafe { BufferArg::from_raw_parts(x, x_len) },
-            unsafe { BufferArg::from_raw_parts(w, w_len) },
-            unsafe { BufferArg::from_raw_parts(out.clone(), rows * width) },
-            width as u32,
-            eps as f32,
-        );
-    }
-    Ok(gpu.tensor(out, [rows, width]))
-}
-
-/// Where the bias of sequence `b`, head `h`, key `j` sits in a flat bias buffer:
-/// `b · batch + h · head + offset + j` (a stride of 0 shares one row).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct BiasLayout {
-    pub batch: usize,
-    pub head: usize,
-    pub offset: usize,
-}
-
-/// One query per sequence attending to `keys` cached keys, every head in one launch (see
-/// [`attend`](super::attend)): `softmax(q · Kᵀ + bias) · V`, the heads side by side.
-/// `None` when the kernel does not take these sizes (more than [`attend::MAX_KEYS`] keys, heads
-/// wider than its cube): the caller keeps burn's ops.
-///
-/// # Shapes
-/// - `q`: `[batch, heads · d_kv]`; `k`, `v`: `[batch, heads, rows ≥ keys, d_kv]`
-/// - `bias`: flat, laid out as `layout` says
-/// - output: `[batch, heads · d_kv]`
-///
-/// # Errors
-/// [`CoreError::Execution`] when a tensor is not an f32 tensor on this GPU;
-/// [`CoreError::Input`] when the shapes disagree or the bias is too short.
-pub fn attend_one(
-    gpu: &Gpu,
-    q: Tensor<2>,
-    (k, v): (Tensor<4>, Tensor<4>),
-    keys: usize,
-    bias: Tensor<1>,
-    layout: BiasLayout,
-) -> Result<Option<Tensor<2>>, CoreError> {
-    let [batch, heads, rows, d_kv] = k.dims();
-    if keys == 0 || keys > attend::MAX_KEYS as usize || d_kv == 0 || d_kv > attend::UNITS as usize {
-        return Ok(None);
-    }
-    let [bias_len] = bias.dims();
-    let last_bias = (batch - 1) * layout.batch + (heads - 1) * layout.head + layout.offset + keys;
-    if q.dims() != [batch, heads * d_kv]
-        || v.dims() != k.dims()
-        || rows < keys
-        || last_bias > bias_len
-    {
-        return Err(CoreError::Input(format!(
-            "attention of a query {:?} to {keys} keys of {:?} and values of {:?}, with {bias_len} biases",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        )));
-    }
-    let flat = |t: Tensor<4>| t.reshape([batch * heads * rows, d_kv]);
-    let (q, q_len) = gpu.buffer(q)?;
-    let (k, k_len) = gpu.buffer(flat(k))?;
-    let (v, v_len) = gpu.buffer(flat(v))?;
-    let (b, b_len) = gpu.buffer(bias.reshape([1, bias_len]))?;
-    let out = gpu.client.empty(batch * heads * d_kv * 4);
-    let u = |n: usize| n as u32;
-    attend_kernel::launch(
-        &gpu.client,
-        CubeCount::Static(u(batch * heads), 1, 1),
-        CubeDim::new_1d(attend::UNITS),
-        // SAFETY: the lengths are the buffers' element counts.
-        unsafe { BufferArg::from_raw_parts(q, q_len) },
-        unsafe { BufferArg::from_raw_parts(k, k_len) },
-        unsafe { BufferArg::from_raw_parts(v, v_len) },
-        unsafe { BufferArg::from_raw_parts(b, b_len) },
-        unsafe { BufferArg::from_raw_parts(out.clone(), batch * heads * d_kv) },
-        u(keys),
-        u(d_kv),
-        u(heads),
-        u(rows),
-        u(layout.batch),
-        u(layout.head),
-        u(layout.offset),
-    );
-    Ok(Some(gpu.tensor(out, [batch, heads * d_kv])))
 }
 
 /// A token id chosen on the device (one `u32` in a device buffer): the next step's embedding

@@ -11,10 +11,19 @@ const HALVINGS: u32 = 8;
 /// holds barriers); `values[0]` is everyone's to read afterwards.
 #[cube]
 pub fn sum_units(values: &mut Shared<[f32]>, unit: u32) {
+    sum_groups(values, unit, UNITS);
+}
+
+/// Adds each run of `group` adjacent values of `values` into the run's first, pairwise
+/// (`group` a power of two, the cube's units a multiple of it). Every unit of the cube calls
+/// it (it holds barriers).
+#[cube]
+pub fn sum_groups(values: &mut Shared<[f32]>, unit: u32, #[comptime] group: u32) {
+    let lane = unit % group;
     #[unroll]
-    for step in 0..HALVINGS {
-        let stride = comptime!(UNITS >> (step + 1));
-        if unit < stride {
+    for step in 0..comptime!(group.trailing_zeros()) {
+        let stride = comptime!(group >> (step + 1));
+        if lane < stride {
             let a = unit as usize;
             values[a] += values[a + stride as usize];
         }

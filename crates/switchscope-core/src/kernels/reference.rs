@@ -186,6 +186,39 @@ pub fn route_sequence(
     (expert, chosen, weight)
 }
 
+/// [`super::project`]'s definition: for each row of `x` (`rows × d_in`, row-major) and output
+/// feature `j < n`, `post(Σₖ (scale · norm(x)ₖ) · W[j, k]) + residual[row, j]`, where `norm` is
+/// [`rms_norm`] with `norm`'s weight and ε when given, `post` ReLU when `relu`; `[rows, n]`.
+pub fn project(
+    x: &[f32],
+    weight: &[f32],
+    n: usize,
+    norm: Option<(&[f32], f32)>,
+    scale: f32,
+    relu: bool,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let d_in = weight.len() / n;
+    let x = match norm {
+        Some((w, eps)) => rms_norm(x, w, eps),
+        None => x.to_vec(),
+    };
+    let rows = x.len() / d_in;
+    let mut out = Vec::with_capacity(rows * n);
+    for (r, row) in x.chunks(d_in).enumerate() {
+        for j in 0..n {
+            let dot: f32 = row
+                .iter()
+                .zip(&weight[j * d_in..(j + 1) * d_in])
+                .map(|(a, w)| a * scale * w)
+                .sum();
+            let y = if relu { dot.max(0.0) } else { dot };
+            out.push(y + residual.map_or(0.0, |res| res[r * n + j]));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

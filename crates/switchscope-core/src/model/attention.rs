@@ -83,23 +83,53 @@ impl Attention {
         kv: &KeyValue,
         bias: Tensor<4>,
     ) -> Option<Tensor<3>> {
-        use crate::kernels::{BiasLayout, attend};
         let [b, _, _] = x.dims();
-        let [bias_b, bias_h, _, keys] = bias.dims();
-        if keys > attend::MAX_KEYS as usize || self.d_kv > attend::UNITS as usize {
-            return None;
-        }
         let width = self.n_heads * self.d_kv;
+        let q = linear(x, &self.q).reshape([b, width]);
+        let out = self.attend_query(gpu, q, kv, bias).ok()??;
+        Some(linear(out.reshape([b, 1, width]), &self.o))
+    }
+
+    /// Whether [`Self::attend_query`] takes `keys` keys.
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    pub fn attends_on_kernel(&self, keys: usize) -> bool {
+        use crate::kernels::attend;
+        keys <= attend::MAX_KEYS as usize && self.d_kv <= attend::UNITS as usize
+    }
+
+    /// One projected query per sequence attending to the first `keys` positions of `kv`
+    /// (`keys` is the bias's last dimension; the cache may hold more rows), on our kernel:
+    /// the heads' outputs side by side, before the output projection. `None` for sizes the
+    /// kernel does not take ([`Self::attends_on_kernel`]).
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, heads × d_kv]`; `kv`: `[batch, heads, rows ≥ keys, d_kv]`
+    /// - `bias`: `[batch or 1, heads or 1, 1, keys]`
+    /// - output: `[batch, heads × d_kv]`
+    ///
+    /// # Errors
+    /// As [`crate::kernels::attend_one`].
+    #[cfg(any(feature = "wgpu", feature = "webgpu"))]
+    pub fn attend_query(
+        &self,
+        gpu: &crate::kernels::Gpu,
+        q: Tensor<2>,
+        kv: &KeyValue,
+        bias: Tensor<4>,
+    ) -> Result<Option<Tensor<2>>, crate::CoreError> {
+        use crate::kernels::BiasLayout;
+        let [bias_b, bias_h, _, keys] = bias.dims();
+        if !self.attends_on_kernel(keys) {
+            return Ok(None);
+        }
         let layout = BiasLayout {
             batch: if bias_b == 1 { 0 } else { bias_h * keys },
             head: if bias_h == 1 { 0 } else { keys },
             offset: 0,
         };
-        let q = linear(x, &self.q).reshape([b, width]);
         let bias = bias.reshape([bias_b * bias_h * keys]);
         let kv = (kv.k.clone(), kv.v.clone());
-        let out = crate::kernels::attend_one(gpu, q, kv, keys, bias, layout).ok()??;
-        Some(linear(out.reshape([b, 1, width]), &self.o))
+        crate::kernels::attend_one(gpu, q, kv, keys, bias, layout)
     }
 
     /// The relative position bias for queries at positions `query_start..query_start+queries`

@@ -16,6 +16,7 @@ pub mod layers;
 pub mod load;
 pub mod routing;
 pub mod stack;
+pub mod step;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -300,18 +301,26 @@ impl SwitchModel {
             }
         };
         let run = self.run(config, StackKind::Decoder, options);
-        let (h, routing, pending) = self
+        let (h, routing, pending, fused) = self
             .decoder
             .decode(h, encoded.padding.clone(), cache, &run)
             .await?;
-        let h = if self.output_scale == 1.0 {
-            h
-        } else {
-            h.mul_scalar(self.output_scale)
+        let head = match &self.lm_head {
+            Some(head) => head,
+            None => &self.shared,
         };
-        let logits = match &self.lm_head {
-            Some(head) => linear(h, head),
-            None => linear(h, &self.shared),
+        let norm = &self.decoder.final_layer_norm;
+        let logits = match fused {
+            Some(fused) => fused.logits(norm, self.output_scale, head.val(), h)?,
+            None => {
+                let h = norm.forward(h);
+                let h = if self.output_scale == 1.0 {
+                    h
+                } else {
+                    h.mul_scalar(self.output_scale)
+                };
+                linear(h, head)
+            }
         };
         Ok((logits, routing, pending))
     }

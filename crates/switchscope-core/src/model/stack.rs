@@ -6,6 +6,7 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use super::attention::{Attention, KeyValue, apply_mask};
 use super::layers::{DenseActDense, LayerNorm};
 use super::routing::{LayerRouting, PendingRoute, SparseMlp};
+use super::step::{self, Fused};
 use crate::CoreError;
 use crate::backend::read_f32;
 use crate::config::Stack as StackKind;
@@ -277,18 +278,28 @@ impl Stack {
             .collect();
     }
 
-    /// The decoder over `h` (embeddings of the new positions), continuing `cache`.
+    /// The decoder's blocks over `h` (embeddings of the new positions), continuing `cache`;
+    /// the final norm is the caller's (with the output layer, fused when the step was: the
+    /// [`Fused`] returned).
     ///
     /// # Shapes
     /// - `h`: `[batch, new, d_model]`; `encoder_padding`: `[batch, 1, 1, seq]`
-    /// - output: `[batch, new, d_model]` (after the final norm)
+    /// - output: `[batch, new, d_model]` (before the final norm)
     pub async fn decode(
         &self,
         mut h: Tensor<3>,
         encoder_padding: Tensor<4, Bool>,
         cache: &mut DecoderCache,
         run: &StackRun,
-    ) -> Result<(Tensor<3>, Vec<Vec<LayerRouting>>, Vec<PendingRoute>), CoreError> {
+    ) -> Result<
+        (
+            Tensor<3>,
+            Vec<Vec<LayerRouting>>,
+            Vec<PendingRoute>,
+            Option<Fused>,
+        ),
+        CoreError,
+    > {
         let [b, t, _] = h.dims();
         // One token whose every sparse layer can choose its expert on the device: no read-back
         // until the step is done (pre-gating is skipped: every expert is resident).
@@ -323,20 +334,41 @@ impl Stack {
             }
         };
         let mut routing = vec![Vec::new(); b];
-        let fresh = cache.self_kv.is_empty();
+        // one position on a GPU: the dense sub-layers on our fused kernels
+        let fused = Fused::of(&h, keys, &self.block[0].self_attention);
         for (i, block) in self.block.iter().enumerate() {
-            let normed = block.self_attention_norm.forward(h.clone());
-            let new_kv = block.self_attention.key_value(normed.clone());
-            let kv = if fresh {
-                cache.self_kv.push(new_kv);
-                &cache.self_kv[i]
-            } else {
-                let old = &mut cache.self_kv[i];
-                old.k = Tensor::cat(vec![old.k.clone(), new_kv.k], 2);
-                old.v = Tensor::cat(vec![old.v.clone(), new_kv.v], 2);
-                &cache.self_kv[i]
+            h = match &fused {
+                Some(fused) => {
+                    if cache.self_kv.len() <= i {
+                        let attention = &block.self_attention;
+                        let (heads, d_kv) = (attention.n_heads, attention.d_kv);
+                        cache
+                            .self_kv
+                            .push(step::empty_cache(b, heads, d_kv, &device));
+                    }
+                    let kv = &mut cache.self_kv[i];
+                    let parts = (&block.self_attention, &block.self_attention_norm);
+                    fused.self_attention(parts, h, kv, past, bias.clone())?
+                }
+                None => {
+                    let normed = block.self_attention_norm.forward(h.clone());
+                    let new_kv = block.self_attention.key_value(normed.clone());
+                    match cache.self_kv.get_mut(i) {
+                        // the cache may hold rows past `past` (made by the fused path)
+                        Some(old) if past > 0 => {
+                            old.k =
+                                Tensor::cat(vec![old.k.clone().narrow(2, 0, past), new_kv.k], 2);
+                            old.v =
+                                Tensor::cat(vec![old.v.clone().narrow(2, 0, past), new_kv.v], 2);
+                        }
+                        Some(old) => *old = new_kv,
+                        None => cache.self_kv.push(new_kv),
+                    }
+                    h + block
+                        .self_attention
+                        .forward(normed, &cache.self_kv[i], bias.clone())
+                }
             };
-            h = h + block.self_attention.forward(normed, kv, bias.clone());
 
             let cross = block.cross_attention.as_ref().ok_or_else(|| {
                 CoreError::Weights(format!("decoder block {i} has no cross-attention"))
@@ -344,11 +376,19 @@ impl Stack {
             let norm = block.cross_attention_norm.as_ref().ok_or_else(|| {
                 CoreError::Weights(format!("decoder block {i} has no cross-attention norm"))
             })?;
-            let normed = norm.forward(h.clone());
-            h = h + cross.forward(normed, &cache.cross_kv[i], cross_bias.clone());
+            let cross_kv = &cache.cross_kv[i];
+            h = match &fused {
+                Some(fused) => {
+                    fused.cross_attention((cross, norm), h, cross_kv, cross_bias.clone())?
+                }
+                None => {
+                    let normed = norm.forward(h.clone());
+                    h + cross.forward(normed, cross_kv, cross_bias.clone())
+                }
+            };
             let at = (run.kind, i);
-            h = match &block.sparse {
-                Some(sparse) if tabled => {
+            h = match (&block.sparse, &block.dense, &fused) {
+                (Some(sparse), _, _) if tabled => {
                     let normed = block.ff_norm.forward(h.clone());
                     let (out, route) = sparse
                         .forward_on_table(&normed, run.capacity(t), at)
@@ -358,6 +398,7 @@ impl Stack {
                     pending.push(route);
                     h + out
                 }
+                (None, Some(dense), Some(fused)) => fused.dense((dense, &block.ff_norm), h)?,
                 _ => {
                     if !tabled {
                         self.pregate(i, &h).await?;
@@ -371,7 +412,7 @@ impl Stack {
         }
         cache.len = keys;
         cache.block_ms = laps.ms;
-        Ok((self.final_layer_norm.forward(h), routing, pending))
+        Ok((h, routing, pending, fused))
     }
 }
 
