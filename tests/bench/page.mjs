@@ -1,10 +1,12 @@
 // The in-page benchmarks that `cargo xtask bench` runs (measurements, not tests), through the app
 // itself in headless Chromium, so that they time what a user waits for.
 //
-//   node tests/bench/page.mjs speed --backend webgpu|cpu [--runs 5] [--new-tokens 32] --out FILE
+//   node tests/bench/page.mjs speed --backend webgpu|cpu [--runs 5] [--new-tokens 32] [--all-resident] --out FILE
 //     One page session: a warm-up run (experts arrive, kernels compile), then RUNS runs of the
 //     same prompt, greedy; per run the app's own figures: encoder ms, time to first token,
-//     tokens/s after the first token (the Performance panel).
+//     tokens/s after the first token, and the decode steps' dispatches, uploads and host
+//     waits per token (the Performance panel). --all-resident: every expert made resident at
+//     load (`resident=all`, a warm session's steady state).
 //   node tests/bench/page.mjs overhead --out FILE
 //     WebGPU's fixed costs in the page, with a one-line kernel: a dispatch submitted and read
 //     back (mapAsync) 30 times, and 200 dispatches submitted one by one.
@@ -29,6 +31,7 @@ const { values: args, positionals } = parseArgs({
     'new-tokens': { type: 'string', default: '32' },
     model: { type: 'string', default: 'models/switchscope-mini/' },
     prompt: { type: 'string', default: '' },
+    'all-resident': { type: 'boolean', default: false },
     out: { type: 'string', default: 'target/bench-page.json' },
   },
 });
@@ -53,6 +56,7 @@ function appUrl(extra = {}, base = BASE_URL) {
   url.searchParams.set('sampling', 'greedy');
   url.searchParams.set('prompt', prompt);
   url.searchParams.set('panels', 'prompt,grid,shards,perf');
+  if (args['all-resident']) url.searchParams.set('resident', 'all');
   for (const [k, v] of Object.entries(extra)) url.searchParams.set(k, v);
   return url.href;
 }
@@ -91,6 +95,11 @@ async function speed() {
       // The panel's tokens/s, from its millisecond figures (it shows one decimal): the tokens
       // after the first over the time after the first.
       row.tokens_per_s = ((row.tokens - 1) * 1000) / (row.total_ms - row.first_token_ms);
+      // The decode steps' device work per token, as the panel counts it (0 on the CPU path).
+      const work = page.getByTestId('device-work');
+      for (const [key, attr] of [['dispatches', 'data-dispatches'], ['uploads', 'data-uploads'], ['host_waits', 'data-host-waits']]) {
+        row[`${key}_per_token`] = Number(await work.getAttribute(attr));
+      }
       rows.push(row);
       console.error(JSON.stringify(row));
     }
@@ -111,6 +120,9 @@ async function speed() {
       first_token_ms: median(measured.map((r) => r.first_token_ms)),
       decode_tokens_per_s: median(measured.map((r) => r.tokens_per_s)),
       tokens: median(measured.map((r) => r.tokens)),
+      dispatches_per_token: median(measured.map((r) => r.dispatches_per_token)),
+      uploads_per_token: median(measured.map((r) => r.uploads_per_token)),
+      host_waits_per_token: median(measured.map((r) => r.host_waits_per_token)),
       rows,
     };
   } finally {

@@ -3,7 +3,9 @@
 // settings the reference was made with: its max new tokens, greedy, no span stop) gives
 // PyTorch's token ids and output, and routes every prompt token and every decoding step to
 // PyTorch's expert in every sparse layer (the shipped weights, computed by transformers) — on
-// WebGPU and on the CPU path.
+// WebGPU and on the CPU path. On WebGPU with every expert resident (`resident=all`, a warm
+// session): the decode loop that chooses experts and picks tokens on the device, which waits on
+// the host about once per answer, not per token.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -27,6 +29,7 @@ async function matchesPytorch(webgpu) {
       spans: 'all',
       sampling: 'greedy',
       max_new_tokens: String(reference.generate.max_new_tokens),
+      ...(webgpu ? { resident: 'all' } : {}),
     };
     for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
     await page.goto(url.href);
@@ -71,6 +74,11 @@ async function matchesPytorch(webgpu) {
           -1,
           `${name}: ${theirs.stack} ${theirs.block} token ${t}: expert ${ours.expert[t]} here, ${expected[t]} in PyTorch (top-2 gap there ${theirs.gap?.[t]})`,
         );
+      }
+      if (webgpu) {
+        const work = page.getByTestId('device-work');
+        const waits = Number(await work.getAttribute('data-host-waits'));
+        assert.ok(waits <= 0.25, `${name}: host waits per token, every expert resident: ${await work.innerText()}`);
       }
       // The text the page shows is the decoded answer.
       assert.ok((await page.getByTestId('output').innerText()).trim().length > 0, name);

@@ -14,7 +14,8 @@ use crate::embed::is_embed;
 use crate::presets::starting_prompt;
 use crate::state::AppState;
 use crate::url::{
-    DEFAULT_MODEL, backend_preference, budget_from_url, model_url, settings_from_url, url_parameter,
+    DEFAULT_MODEL, all_resident_from_url, backend_preference, budget_from_url, model_url,
+    settings_from_url, url_parameter,
 };
 
 /// The whole page.
@@ -26,7 +27,15 @@ pub fn App() -> impl IntoView {
         Err(e) => (String::new(), Some(e)),
     };
     let url_error = backend_preference()
-        .and_then(|b| Ok((b, settings_from_url()?, budget_from_url()?, model_url()?)))
+        .and_then(|b| {
+            Ok((
+                b,
+                settings_from_url()?,
+                budget_from_url()?,
+                all_resident_from_url()?,
+                model_url()?,
+            ))
+        })
         .err()
         .map(|e| e.to_string())
         .or(preset_error);

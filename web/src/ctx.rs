@@ -10,7 +10,7 @@ use crate::client::WorkerClient;
 use crate::protocol::{BackendPreference, Request, Response};
 use crate::state::{AppState, Status};
 use crate::text::Text;
-use crate::url::url_parameter;
+use crate::url::{all_resident_from_url, url_parameter};
 
 /// What the app needs to act: its state, the worker and the tokenizer.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +79,18 @@ impl Ctx {
                     self.text.set_value(text);
                     state.downloaded.set(info.downloaded_bytes);
                     state.loaded(&info);
+                    // resident=all: every expert on the device before the first run (the shard
+                    // panel shows them arrive)
+                    if all_resident_from_url().unwrap_or(false) {
+                        match client.request(&Request::MakeResident).await {
+                            Ok(Response::Resident { .. }) => {}
+                            Ok(other) => {
+                                return self
+                                    .fail(format!("unexpected answer to resident=all: {other:?}"));
+                            }
+                            Err(e) => return self.fail(e.to_string()),
+                        }
+                    }
                     state.status.set(Status::Idle);
                     if url_parameter("autorun").as_deref() == Some("1") {
                         self.run();

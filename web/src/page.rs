@@ -20,7 +20,8 @@ pub const EMBED_PANELS: [&str; 3] = ["prompt", "grid", "detail"];
 
 /// URL parameters a permalink keeps as the current URL has them: they choose what is loaded
 /// and how the page looks, not what a run does (`origins=`: the embed's hosts).
-pub const KEPT_PARAMETERS: [&str; 5] = ["model", "backend", "theme", "panels", "origins"];
+pub const KEPT_PARAMETERS: [&str; 6] =
+    ["model", "backend", "theme", "panels", "origins", "resident"];
 
 /// The routing of one run: tokens and, per sparse layer, the router's decisions.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -269,6 +270,22 @@ pub fn settings_from(get: impl Fn(&str) -> Option<String>) -> Result<Settings, S
 /// A sentence naming the parameter.
 pub fn budget_from(get: impl Fn(&str) -> Option<String>) -> Result<Option<f64>, String> {
     Ok(number::<f64>(&get, "budget_mb")?.filter(|&mb| mb > 0.0))
+}
+
+/// Whether `resident=all` asks for every expert on the device once the model is loaded (a warm
+/// session's steady state, as `switchscope bench speed --all-resident`).
+///
+/// # Errors
+/// A sentence naming the parameter, for any other value.
+pub fn all_resident_from(get: impl Fn(&str) -> Option<String>) -> Result<bool, String> {
+    match get("resident").as_deref() {
+        None | Some("") => Ok(false),
+        Some("all") => Ok(true),
+        Some(other) => Err(format!(
+            "unknown resident={other:?} in the URL: use resident=all (every expert on the device \
+             from the start) or leave it out (experts arrive when routed to)"
+        )),
+    }
 }
 
 /// Pre-gating prefetch from `prefetch=` (on unless `0`).

@@ -116,6 +116,11 @@ pub enum Request {
     MakeOffline,
     /// Remove the loaded model's files from the browser's cache ([`Response::Offline`]).
     RemoveOffline,
+    /// Make every expert of the loaded model resident on the device, fetching and verifying
+    /// those that are not (streaming [`Response::Shard`]): a warm session's steady state, in
+    /// which a GPU's decode steps choose the experts on the device. Answered by
+    /// [`Response::Resident`]. The page sends it after loading with `resident=all`.
+    MakeResident,
 }
 
 /// Generation settings.
@@ -360,6 +365,8 @@ pub enum Response {
         files: usize,
         bytes: u64,
     },
+    /// The answer to [`Request::MakeResident`]: how many experts are resident.
+    Resident { experts: usize },
     /// While a file downloads: bytes received so far (`total` from `Content-Length`, else the
     /// manifest's size). Sent at most every 100 ms per file.
     Download {

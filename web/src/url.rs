@@ -49,6 +49,14 @@ pub fn budget_from_url() -> Result<Option<f64>, WebError> {
     crate::page::budget_from(url_parameter).map_err(WebError::InvalidParameter)
 }
 
+/// Whether `resident=all` asks for every expert on the device after loading.
+///
+/// # Errors
+/// [`WebError::InvalidParameter`] for a value other than `all`.
+pub fn all_resident_from_url() -> Result<bool, WebError> {
+    crate::page::all_resident_from(url_parameter).map_err(WebError::InvalidParameter)
+}
+
 /// The model directory to load: `?model=` (same origin only) or the default.
 ///
 /// # Errors

@@ -69,6 +69,9 @@ async fn handle(request: Request) -> Option<Response> {
             .map(|routing| Response::Routed { routing }),
         Request::MakeOffline => session::make_offline().await,
         Request::RemoveOffline => session::remove_offline().await,
+        Request::MakeResident => session::make_resident()
+            .await
+            .map(|experts| Response::Resident { experts }),
         Request::Stop => {
             session::stop();
             return None;

@@ -518,6 +518,22 @@ fn refuse_checkpoint(session: &Session) -> Result<(), String> {
     Ok(())
 }
 
+/// Makes every expert of the loaded model resident on the device (each fetched, verified and
+/// uploaded as when routed to, with its shard events); returns how many there are. With a
+/// budget smaller than the model, the store keeps what fits.
+pub async fn make_resident() -> Result<usize, String> {
+    let session = session()?;
+    let ids = session.store.manifest().expert_ids();
+    for id in &ids {
+        session
+            .store
+            .expert(id.stack, id.block, id.expert)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(ids.len())
+}
+
 /// Stores every file of the loaded model (and its manifest) in the browser's cache.
 pub async fn make_offline() -> Result<Response, String> {
     let session = session()?;

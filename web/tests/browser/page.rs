@@ -3,9 +3,9 @@
 //! permalink that writes them back, the lost-device banner.
 
 use switchscope_web::page::{
-    self, CSV_HEADER, MAX_NEW_TOKENS, PANELS, Trace, TraceExport, balance_loss, budget_from, csv,
-    device_lost_message, load, origins_from, panels_from, permalink_parameters, prefetch_from,
-    settings_from, theme_from,
+    self, CSV_HEADER, MAX_NEW_TOKENS, PANELS, Trace, TraceExport, all_resident_from, balance_loss,
+    budget_from, csv, device_lost_message, load, origins_from, panels_from, permalink_parameters,
+    prefetch_from, settings_from, theme_from,
 };
 use switchscope_web::protocol::{LayerRouting, Response, Sampling, Settings, Stack};
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -310,6 +310,10 @@ fn url_parameters_parse_into_settings() {
     assert!(prefetch_from(query(&[])));
     assert!(prefetch_from(query(&[("prefetch", "1")])));
     assert!(!prefetch_from(query(&[("prefetch", "0")])));
+    assert_eq!(all_resident_from(query(&[])), Ok(false));
+    assert_eq!(all_resident_from(query(&[("resident", "all")])), Ok(true));
+    let e = all_resident_from(query(&[("resident", "some")])).unwrap_err();
+    assert!(e.contains("\"some\"") && e.contains("resident=all"), "{e}");
 }
 
 #[wasm_bindgen_test]
