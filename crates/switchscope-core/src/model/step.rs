@@ -41,6 +41,15 @@ fn with_room(cache: Tensor<4>, past: usize, need: usize) -> Tensor<4> {
     grown.slice_assign([0..b, 0..heads, 0..past, 0..d_kv], cache.narrow(2, 0, past))
 }
 
+/// A projection after `norm` and nothing else ([`crate::kernels::project`]).
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
+fn normed(norm: &LayerNorm) -> crate::kernels::Around {
+    crate::kernels::Around {
+        norm: Some((norm.weight.val(), norm.eps)),
+        ..Default::default()
+    }
+}
+
 /// An empty self-attention cache for `batch` sequences.
 ///
 /// # Shapes
@@ -82,16 +91,12 @@ impl Fused {
         past: usize,
         bias: Tensor<4>,
     ) -> Result<Tensor<3>, CoreError> {
-        use crate::kernels::{Around, project, project_into_cache};
+        use crate::kernels::{project, project_into_cache};
         let [b, _, d] = h.dims();
         let x = h.reshape([b, d]);
-        let normed = || Around {
-            norm: Some((norm.weight.val(), norm.eps)),
-            ..Around::default()
-        };
         kv.k = with_room(kv.k.clone(), past, past + 1);
         kv.v = with_room(kv.v.clone(), past, past + 1);
-        let q = project(&self.gpu, x.clone(), attention.q.val(), &normed())?;
+        let q = project(&self.gpu, x.clone(), attention.q.val(), &normed(norm))?;
         let at = |w: &burn::module::Param<Tensor<2>>, cache: &Tensor<4>| {
             let norm = (norm.weight.val(), norm.eps);
             project_into_cache(&self.gpu, x.clone(), w.val(), norm, cache, past)
@@ -114,14 +119,10 @@ impl Fused {
         kv: &KeyValue,
         bias: Tensor<4>,
     ) -> Result<Tensor<3>, CoreError> {
-        use crate::kernels::{Around, project};
+        use crate::kernels::project;
         let [b, _, d] = h.dims();
         let x = h.reshape([b, d]);
-        let normed = Around {
-            norm: Some((norm.weight.val(), norm.eps)),
-            ..Around::default()
-        };
-        let q = project(&self.gpu, x.clone(), attention.q.val(), &normed)?;
+        let q = project(&self.gpu, x.clone(), attention.q.val(), &normed(norm))?;
         let out = self.attend(attention, q, kv, bias)?;
         self.output(attention, out, x)
     }
@@ -139,9 +140,8 @@ impl Fused {
         let [b, _, d] = h.dims();
         let x = h.reshape([b, d]);
         let inner = Around {
-            norm: Some((norm.weight.val(), norm.eps)),
             relu: true,
-            ..Around::default()
+            ..normed(norm)
         };
         let a = project(&self.gpu, x.clone(), dense.wi.val(), &inner)?;
         let outer = Around {
@@ -168,9 +168,8 @@ impl Fused {
         let [b, _, d] = h.dims();
         let [vocab, _] = weight.dims();
         let around = Around {
-            norm: Some((norm.weight.val(), norm.eps)),
             scale: (scale != 1.0).then_some(scale as f32),
-            ..Around::default()
+            ..normed(norm)
         };
         Ok(project(&self.gpu, h.reshape([b, d]), weight, &around)?.reshape([b, 1, vocab]))
     }
