@@ -107,7 +107,7 @@ test('with a small expert budget the shard panel shows fetching, resident, evict
     assert.equal(Number(await cache.getAttribute('data-hits')), hits);
     assert.match(
       await cache.innerText(),
-      new RegExp(`^Expert cache \\(stale-lfu\\+pins\\): ${hits} of ${total_requests} requests found their expert resident \\(\\d+ % hit rate\\)$`),
+      new RegExp(`^Expert cache \\(next-use\\+pins\\): ${hits} of ${total_requests} requests found their expert resident \\(\\d+ % hit rate\\)$`),
     );
     await screenshot(page, 'shards-budget');
 

@@ -179,7 +179,8 @@ pub fn growth(data: &Value, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-const LINES: [RGBColor; 9] = [
+/// One colour per line: the optimum and the ten policies.
+const LINES: [RGBColor; 11] = [
     BLACK,
     BLUE_,
     ORANGE,
@@ -189,6 +190,8 @@ const LINES: [RGBColor; 9] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    GREY,
 ];
 
 /// Writes `cache-policies.png` into `dir` from `bench shards`' JSON: hit rate against budget,

@@ -11,7 +11,7 @@ use anyhow::Result;
 use clap::Args;
 use switchscope_core::backend::cpu_device;
 use switchscope_core::eval::cache::{
-    Budget, HitCount, optimal, per_layer_fits, prediction_accuracy, replay, replay_prefetch,
+    Budget, HitCount, optimal, per_layer_fits, prediction_accuracy, replay, replay_prefetch, told,
 };
 use switchscope_core::runtime::generate::GenerateOptions;
 use switchscope_core::runtime::policy::{Access, Policy};
@@ -52,6 +52,11 @@ pub struct ShardsArgs {
     /// policy and the optimum, budgets 5 % to 100 %) here as JSON, for the plot.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Also write each session's request trace here (one JSON file per model: every demand
+    /// request and pre-gating prediction in order, and the model's experts), to replay or
+    /// study offline.
+    #[arg(long)]
+    trace_out: Option<PathBuf>,
 }
 
 /// What a prompt set cost one store.
@@ -310,6 +315,29 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
 
+    if let Some(out) = &args.trace_out {
+        std::fs::create_dir_all(out)?;
+        for (i, (name, _, _, trace)) in traces.iter().enumerate() {
+            let accesses: Vec<serde_json::Value> = trace
+                .accesses
+                .iter()
+                .map(|a| match a {
+                    Access::Demand(id) => serde_json::json!({ "demand": id }),
+                    Access::Predicted(ids) => serde_json::json!({ "predicted": ids }),
+                    Access::Layer(ids) => serde_json::json!({ "layer": ids }),
+                })
+                .collect();
+            let json = serde_json::json!({
+                "model": name,
+                "experts": trace.experts,
+                "accesses": accesses,
+            });
+            let path = out.join(format!("trace-{i}.json"));
+            std::fs::write(&path, serde_json::to_string(&json)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+
     println!(
         "\n### Hit rate of each policy against the optimum ({} prompts in one session, {} new tokens each; demand requests, no prefetch)\n",
         SESSION.len(),
@@ -325,6 +353,9 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
         names.join(" | ")
     );
     println!("|---|---|---|---|---|{}", "---|".repeat(names.len()));
+    // per policy, its share of the optimum's hits in each shared-budget cell, and its hits
+    // against LRU's there
+    let mut shares: Vec<Vec<(f64, i64)>> = vec![Vec::new(); Policy::ALL.len()];
     for (name, _, _, trace) in &traces {
         let n = trace.experts.len();
         for share in [10, 25, 50] {
@@ -336,10 +367,18 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
             }
             for (layout, budget) in layouts {
                 let best = optimal(&trace.accesses, &trace.experts, budget);
+                let lru = replay(&trace.accesses, &trace.experts, Policy::LRU, budget);
                 let cells: Vec<String> = Policy::ALL
                     .iter()
-                    .map(|&policy| {
+                    .enumerate()
+                    .map(|(i, &policy)| {
                         let got = replay(&trace.accesses, &trace.experts, policy, budget);
+                        if matches!(budget, Budget::Shared(_)) {
+                            shares[i].push((
+                                got.hits as f64 / bound.hits.max(1) as f64,
+                                got.hits as i64 - lru.hits as i64,
+                            ));
+                        }
                         format!(
                             "{} ({:.0} %)",
                             percent(got),
@@ -354,6 +393,75 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
                     cells.join(" | ")
                 );
             }
+        }
+    }
+
+    println!("\n### Each policy over every session and budget above (one shared budget)\n");
+    println!(
+        "| policy | mean share of the optimum's hits | lowest share | budgets where it hits at least LRU's |"
+    );
+    println!("|---|---|---|---|");
+    let mean = |v: &[(f64, i64)]| v.iter().map(|c| c.0).sum::<f64>() / v.len().max(1) as f64;
+    for (policy, cells) in Policy::ALL.iter().zip(&shares) {
+        let lowest = cells.iter().map(|c| c.0).fold(f64::INFINITY, f64::min);
+        let default = if *policy == Policy::default() {
+            " (the store's default)"
+        } else {
+            ""
+        };
+        println!(
+            "| {policy}{default} | {:.1} % | {:.0} % | {} of {} |",
+            100.0 * mean(cells),
+            100.0 * lowest,
+            cells.iter().filter(|c| c.1 >= 0).count(),
+            cells.len()
+        );
+    }
+    let best = Policy::ALL
+        .iter()
+        .zip(&shares)
+        .max_by(|a, b| mean(a.1).total_cmp(&mean(b.1)))
+        .map(|(p, _)| *p)
+        .unwrap_or_default();
+    println!(
+        "\nThe best mean share: `{best}`; the store's default: `{}`.",
+        Policy::default()
+    );
+
+    println!(
+        "\n### What knowing each decode's experts would be worth (a yardstick, not a policy; one shared budget)\n"
+    );
+    println!(
+        "`next-use+pins` told, as each prompt begins, how often its decode will ask for each \
+         decoder expert (not in which order), against the optimum and the shipped policy.\n"
+    );
+    println!(
+        "| model | budget | optimum (Belady) | next-use+pins, told each decode's experts | {} |",
+        Policy::default()
+    );
+    println!("|---|---|---|---|---|");
+    for (name, _, _, trace) in &traces {
+        for share in [10, 25, 50] {
+            let budget = Budget::Shared(slots(share, trace.experts.len()));
+            let bound = optimal(&trace.accesses, &trace.experts, budget);
+            let of_bound = |c: HitCount| {
+                format!(
+                    "{} ({:.0} %)",
+                    percent(c),
+                    100.0 * c.hits as f64 / bound.hits.max(1) as f64
+                )
+            };
+            println!(
+                "| {name} | {share} % | {} | {} | {} |",
+                percent(bound),
+                of_bound(told(&trace.accesses, &trace.experts, budget)),
+                of_bound(replay(
+                    &trace.accesses,
+                    &trace.experts,
+                    Policy::default(),
+                    budget
+                ))
+            );
         }
     }
 

@@ -61,7 +61,7 @@ pub fn demands(trace: &[Access]) -> Vec<ExpertId> {
         .iter()
         .filter_map(|a| match a {
             Access::Demand(id) => Some(*id),
-            Access::Predicted(_) => None,
+            Access::Predicted(_) | Access::Layer(_) => None,
         })
         .collect()
 }
@@ -144,7 +144,44 @@ fn caches(
 /// `trace` replayed under `policy` with `budget` over a model whose experts are `experts`:
 /// demand requests only (predictions reach the policy, for its pins, but fetch nothing).
 pub fn replay(trace: &[Access], experts: &[ExpertId], policy: Policy, budget: Budget) -> HitCount {
-    run(trace, experts, policy, budget, false).demand
+    run(trace, experts, policy, budget, false, false).demand
+}
+
+/// A yardstick between the policies and the optimum: `trace` replayed under `next-use+pins`
+/// told, as each prompt begins, how often its decode will ask for each decoder expert (which no
+/// policy can know; the order of those requests stays unknown). What the next-use estimate
+/// would hit if it knew each decode's experts.
+pub fn told(trace: &[Access], experts: &[ExpertId], budget: Budget) -> HitCount {
+    run(
+        trace,
+        experts,
+        Policy::NEXT_USE.pinned(),
+        budget,
+        false,
+        true,
+    )
+    .demand
+}
+
+/// Per demand request of `trace` that begins a prompt (an encoder request after a decoder
+/// one, or the first), the counts of that prompt's decoder requests per expert.
+fn decodes(trace: &[Access]) -> HashMap<usize, HashMap<ExpertId, u32>> {
+    let mut out: HashMap<usize, HashMap<ExpertId, u32>> = HashMap::new();
+    let mut start = None;
+    let mut previous: Option<ExpertId> = None;
+    for (i, id) in demands(trace).into_iter().enumerate() {
+        if id.stack == Stack::Encoder && previous.is_none_or(|p| p.stack == Stack::Decoder) {
+            start = Some(i);
+            out.insert(i, HashMap::new());
+        }
+        if id.stack == Stack::Decoder
+            && let Some(counts) = start.and_then(|s| out.get_mut(&s))
+        {
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        previous = Some(id);
+    }
+    out
 }
 
 /// `trace` replayed under `policy` with `budget` and pre-gating prefetch: a predicted expert
@@ -156,7 +193,7 @@ pub fn replay_prefetch(
     policy: Policy,
     budget: Budget,
 ) -> PrefetchCount {
-    run(trace, experts, policy, budget, true)
+    run(trace, experts, policy, budget, true, false)
 }
 
 fn run(
@@ -165,8 +202,11 @@ fn run(
     policy: Policy,
     budget: Budget,
     prefetch: bool,
+    tell: bool,
 ) -> PrefetchCount {
     let (mut caches, of_layer) = caches(policy, experts, budget);
+    let mut decodes = if tell { decodes(trace) } else { HashMap::new() };
+    let mut demand = 0;
     let mut held: HashSet<ExpertId> = HashSet::new();
     let mut count = PrefetchCount::default();
     for access in trace {
@@ -191,7 +231,20 @@ fn run(
                     }
                 }
             }
+            Access::Layer(ids) => {
+                if let Some(first) = ids.first() {
+                    caches[of_layer[&(first.stack, first.block)]]
+                        .residency
+                        .needed(ids);
+                }
+            }
             Access::Demand(id) => {
+                if let Some(counts) = decodes.remove(&demand) {
+                    for cache in &mut caches {
+                        cache.residency.tell_decode(counts.clone());
+                    }
+                }
+                demand += 1;
                 let cache = &mut caches[of_layer[&(id.stack, id.block)]];
                 cache.residency.request(*id);
                 count.demand.requests += 1;
@@ -304,6 +357,7 @@ pub fn prediction_accuracy(trace: &[Access]) -> (u64, u64) {
                 }
                 last_layer = Some(layer);
             }
+            Access::Layer(_) => {}
         }
     }
     for (_, entry) in open {
@@ -377,8 +431,29 @@ mod tests {
                     let got = replay(&t, &experts, policy, budget).hits;
                     assert!(got <= best, "{policy} {budget:?}: {got} > {best}");
                 }
+                let got = told(&t, &experts, budget).hits;
+                assert!(got <= best, "told {budget:?}: {got} > {best}");
             }
         }
+    }
+
+    #[test]
+    fn each_prompts_decode_is_counted_where_it_begins() {
+        let enc = ExpertId {
+            stack: Stack::Encoder,
+            block: 1,
+            expert: 0,
+        };
+        let (a, b) = (dec(1, 0), dec(3, 1));
+        let t = trace(&[enc, a, b, a, enc, enc, b]);
+        let counts = decodes(&t);
+        assert_eq!(counts.len(), 2);
+        assert_eq!(counts[&0], HashMap::from([(a, 2), (b, 1)]));
+        assert_eq!(
+            counts[&4],
+            HashMap::from([(b, 1)]),
+            "one prompt, two encoder requests"
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub struct Fused {
 /// `cache` (keys or values of `past` positions, `[batch, heads, rows, d_kv]`) with at least
 /// `need` rows: itself when it has them, else a copy with room to grow (the rows past `past`
 /// hold nothing meaningful).
+#[cfg(any(feature = "wgpu", feature = "webgpu"))]
 fn with_room(cache: Tensor<4>, past: usize, need: usize) -> Tensor<4> {
     let [b, heads, rows, d_kv] = cache.dims();
     if rows >= need {
@@ -234,7 +235,7 @@ impl Fused {
 
     pub fn dense(
         &self,
-        _parts: (&Attention, &LayerNorm),
+        _parts: (&DenseActDense, &LayerNorm),
         _h: Tensor<3>,
     ) -> Result<Tensor<3>, CoreError> {
         match self.never {}

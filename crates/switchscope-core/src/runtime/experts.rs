@@ -21,13 +21,25 @@ pub struct StoreExperts {
 }
 
 impl StoreExperts {
+    /// This layer's experts `experts`, as the store names them.
+    fn ids(&self, experts: &[usize]) -> Vec<ExpertId> {
+        experts
+            .iter()
+            .map(|&expert| ExpertId {
+                stack: self.stack,
+                block: self.block,
+                expert,
+            })
+            .collect()
+    }
+
     /// The experts that have rows, fetched (or found resident) in expert order.
     async fn resident(&self, rows: &Rows) -> Result<Vec<(usize, Arc<Expert>)>, CoreError> {
-        let mut experts = Vec::new();
-        for (e, tokens) in rows.iter().enumerate() {
-            if !tokens.is_empty() {
-                experts.push((e, self.store.expert(self.stack, self.block, e).await?));
-            }
+        let routed: Vec<usize> = (0..rows.len()).filter(|&e| !rows[e].is_empty()).collect();
+        self.store.needs(&self.ids(&routed));
+        let mut experts = Vec::with_capacity(routed.len());
+        for e in routed {
+            experts.push((e, self.store.expert(self.stack, self.block, e).await?));
         }
         Ok(experts)
     }
@@ -81,12 +93,8 @@ impl Experts for StoreExperts {
     }
 
     fn routed(&self, experts: &[usize]) -> Result<(), CoreError> {
-        for &expert in experts {
-            self.store.note_routed(ExpertId {
-                stack: self.stack,
-                block: self.block,
-                expert,
-            })?;
+        for id in self.ids(experts) {
+            self.store.note_routed(id)?;
         }
         Ok(())
     }
@@ -96,15 +104,7 @@ impl Experts for StoreExperts {
     }
 
     fn prefetch(&self, experts: &[usize]) {
-        let ids: Vec<ExpertId> = experts
-            .iter()
-            .map(|&expert| ExpertId {
-                stack: self.stack,
-                block: self.block,
-                expert,
-            })
-            .collect();
-        self.store.prefetch(&ids);
+        self.store.prefetch(&self.ids(experts));
     }
 }
 

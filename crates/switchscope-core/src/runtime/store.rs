@@ -326,6 +326,19 @@ impl ExpertStore {
         }
     }
 
+    /// A sparse layer's tokens were routed to `experts`, which it asks for next, one by one:
+    /// none of them is evicted to make room for another.
+    pub fn needs(&self, experts: &[ExpertId]) {
+        if self.options.budget_bytes.is_none() && !self.options.record_trace {
+            return;
+        }
+        let mut state = self.lock();
+        state.residency.needed(experts);
+        if self.options.record_trace {
+            state.trace.push(Access::Layer(experts.to_vec()));
+        }
+    }
+
     /// Counts a router's request for `id`, and answers it when the expert is resident (a hit).
     fn request(&self, state: &mut State, id: ExpertId, file: &str) -> Option<Arc<Expert>> {
         state.stats.requests += 1;

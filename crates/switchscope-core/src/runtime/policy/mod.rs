@@ -20,21 +20,35 @@
 //!   expert a layer picks next is a matter of how often it picked it, not of the layer's place
 //!   in the pass); ties go to the least recent.
 //! - **Next use**: an estimate of Belady's choice, which evicts the expert asked for farthest in
-//!   the future. The pass's order says when the expert's layer comes back (as least-stale
-//!   knows); how often the layer picked the expert (its ageing LFU count, over the layer's)
-//!   gives the chance `p` that a visit picks it, so its next use is expected
-//!   `distance + (1/p − 1) × decoder layers` requests away while decoding; an expert whose layer
-//!   only the next prompt reaches goes first, the least likely of them first.
+//!   the future, counted in requests. A decoder expert: the pass's order says when its layer
+//!   comes back (as least-stale knows), and how often the layer picked it (its ageing LFU count,
+//!   over the layer's) gives the chance `p` that a visit picks it, so its next use is expected
+//!   `distance + (1/p − 1) × decoder layers` requests away (plus the next prompt's encoder pass
+//!   when that is beyond the decode's expected end). An encoder expert of a layer the pass has
+//!   left: the rest of the decode (as long as earlier prompts' decodes that got this far went
+//!   on) plus the encoder requests before its layer, divided by the chance that the next prompt
+//!   asks for it (the share of recent prompts that did). So an encoder expert outlives a rarely
+//!   picked decoder expert when the decode is short or the budget has room, and goes first when
+//!   the decoder's experts are all in use ([`prompts`]).
 //! - **+ pre-gate pins** (any of the above): an expert that pre-gating predicted for the next
 //!   sparse layer, and that has not been asked for since, is not evicted (unless every
 //!   candidate is pinned). Only this engine knows those predictions. The store pre-gates for
 //!   pins only when it has a budget (without one nothing is evicted).
+//!
+//! Every policy also keeps what the layer being computed still needs: a sparse layer names all
+//! the experts its tokens were routed to before it asks for them one by one
+//! ([`Residency::needed`]), and none of those is evicted to make room for another (unless
+//! nothing else is left).
+
+mod prompts;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
 use switchscope_wire::{ExpertId, Stack};
+
+use self::prompts::Prompts;
 
 /// The order in which a policy gives experts up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,12 +113,12 @@ impl Policy {
     }
 }
 
-/// The store's default: stale-then-LFU with pre-gate pins, the best of [`Policy::ALL`] on the
-/// default model's session trace at 10 and 25 % budgets (next-use with pins is at 50 %;
-/// `switchscope bench shards`, docs/BENCHMARKS.md §3).
+/// The store's default: next-use with pre-gate pins, the best of [`Policy::ALL`] over the
+/// session traces `switchscope bench shards` replays (its mean share of the optimum's hits
+/// over the models and budgets; docs/BENCHMARKS.md §3).
 impl Default for Policy {
     fn default() -> Self {
-        Self::STALE_LFU.pinned()
+        Self::NEXT_USE.pinned()
     }
 }
 
@@ -161,6 +175,8 @@ pub enum Access {
     Demand(ExpertId),
     /// Pre-gating predicted these experts for the next sparse layer.
     Predicted(Vec<ExpertId>),
+    /// A sparse layer's tokens were routed to these experts: it asks for each next, in order.
+    Layer(Vec<ExpertId>),
 }
 
 /// What a policy knows about one expert.
@@ -188,9 +204,17 @@ pub struct Residency {
     layer_experts: HashMap<(Stack, usize), usize>,
     resident: HashSet<ExpertId>,
     pinned: HashSet<ExpertId>,
+    /// The experts the layer being computed has still to ask for.
+    needed: HashSet<ExpertId>,
     tick: u64,
     /// The last expert asked for: where the forward pass is.
     at: Option<ExpertId>,
+    /// The decoder's first sparse layer (a visit to it starts a token).
+    first_decoder: Option<(Stack, usize)>,
+    prompts: Prompts,
+    /// Told in advance: how often this prompt's decode asks for each decoder expert (the
+    /// yardstick `crate::eval::cache::told`, not a policy).
+    told: Option<HashMap<ExpertId, u32>>,
 }
 
 impl Residency {
@@ -204,6 +228,12 @@ impl Residency {
         }
         let layers = pass_order(experts);
         let decoder_layers = layers.iter().filter(|(s, _)| *s == Stack::Decoder).count();
+        let first_decoder = layers.iter().copied().find(|(s, _)| *s == Stack::Decoder);
+        let encoder = layers
+            .iter()
+            .filter(|(s, _)| *s == Stack::Encoder)
+            .map(|&l| (l, layer_experts[&l]))
+            .collect();
         let rank: HashMap<_, _> = layers
             .into_iter()
             .enumerate()
@@ -219,8 +249,12 @@ impl Residency {
             layer_experts,
             resident: HashSet::new(),
             pinned: HashSet::new(),
+            needed: HashSet::new(),
             tick: 0,
             at: None,
+            first_decoder,
+            prompts: Prompts::new(encoder, first_decoder),
+            told: None,
         }
     }
 
@@ -264,7 +298,23 @@ impl Residency {
         layer.uses = layer.uses * decay(tick - layer.last_use, half_life) + 1.0;
         layer.last_use = tick;
         self.pinned.remove(&id);
+        self.needed.remove(&id);
+        self.prompts.request(id, self.at);
         self.at = Some(id);
+    }
+
+    /// Tells the next-use estimate how often the decode of the prompt now beginning will ask
+    /// for each decoder expert: what no policy can know, for the yardstick that measures what
+    /// knowing it would be worth.
+    pub fn tell_decode(&mut self, counts: HashMap<ExpertId, u32>) {
+        self.told = Some(counts);
+    }
+
+    /// The layer being computed asks for `ids` next (replacing what an earlier layer needed):
+    /// none of them is evicted for another until it has been asked for.
+    pub fn needed(&mut self, ids: &[ExpertId]) {
+        self.needed.clear();
+        self.needed.extend(ids.iter().copied());
     }
 
     /// Pre-gating's prediction for the next sparse layer: these are pinned (replacing the
@@ -289,11 +339,13 @@ impl Residency {
         self.resident.clear();
     }
 
-    /// The resident expert to evict next, other than `keep`.
+    /// The resident expert to evict next, other than `keep`: one the layer being computed does
+    /// not need and (with pins) pre-gating did not predict, else one it does not need, else any.
     pub fn victim(&self, keep: Option<ExpertId>) -> Option<ExpertId> {
         let candidates = || self.resident.iter().copied().filter(|&id| Some(id) != keep);
+        let unneeded = || candidates().filter(|id| !self.needed.contains(id));
         let unpinned =
-            candidates().filter(|id| !self.policy.pin_predicted || !self.pinned.contains(id));
+            unneeded().filter(|id| !self.policy.pin_predicted || !self.pinned.contains(id));
         let best = |ids: &mut dyn Iterator<Item = ExpertId>| {
             ids.max_by(|&a, &b| {
                 self.badness(a)
@@ -303,7 +355,9 @@ impl Residency {
                     .then_with(|| key(b).cmp(&key(a)))
             })
         };
-        best(&mut unpinned.into_iter()).or_else(|| best(&mut candidates()))
+        best(&mut unpinned.into_iter())
+            .or_else(|| best(&mut unneeded()))
+            .or_else(|| best(&mut candidates()))
     }
 
     /// Every resident expert, in the order the policy would give them up.
@@ -338,16 +392,54 @@ impl Residency {
                 };
                 (stale, rarity, age)
             }
-            Order::NextUse => {
-                let p = self.chance(id, -rarity);
-                let d = self.distance(id);
-                let expected = if d >= NEXT_PROMPT {
-                    NEXT_PROMPT as f64 / p
-                } else {
-                    d as f64 + (1.0 / p - 1.0) * self.decoder_layers.max(1) as f64
-                };
-                (expected, 0.0, age)
+            Order::NextUse => (self.next_use(id, -rarity), 0.0, age),
+        }
+    }
+
+    /// How many requests away `id`'s next request is expected (`uses`: its ageing LFU count).
+    fn next_use(&self, id: ExpertId, uses: f64) -> f64 {
+        let prompts = &self.prompts;
+        let per_token = self.decoder_layers.max(1) as f64;
+        let rank = |stack, block| self.rank.get(&(stack, block)).copied().unwrap_or(0) as f64;
+        let first_decoder = self.first_decoder.map_or(0.0, |(s, b)| rank(s, b));
+        // requests left before the next prompt's encoder pass (while decoding), or before this
+        // prompt's decode (while encoding)
+        let encoder_left = (prompts.encoder_requests(None) - prompts.encoder_done()).max(0.0);
+        let (decoding, rest) = match self.at {
+            Some(at) if at.stack == Stack::Decoder => {
+                let into_token = rank(at.stack, at.block) - first_decoder + 1.0;
+                (
+                    true,
+                    (prompts.remaining_tokens() * per_token - into_token).max(0.0),
+                )
             }
+            _ => (false, encoder_left + prompts.expected_tokens() * per_token),
+        };
+        if id.stack == Stack::Encoder {
+            let q = prompts.reuse_chance(id);
+            let ahead = !decoding
+                && self
+                    .at
+                    .is_some_and(|at| rank(id.stack, id.block) > rank(at.stack, at.block));
+            return if ahead {
+                // still to come in this pass
+                1.0 / q
+            } else {
+                (rest + prompts.encoder_requests(Some((id.stack, id.block)))) / q
+            };
+        }
+        let p = self.chance(id, uses);
+        let d = if decoding {
+            self.distance(id) as f64
+        } else {
+            encoder_left + rank(id.stack, id.block) - first_decoder + 1.0
+        };
+        let expected = d + (1.0 / p - 1.0) * per_token;
+        if decoding && expected > rest {
+            // beyond this decode: the next prompt's encoder pass comes first
+            expected + prompts.encoder_requests(None)
+        } else {
+            expected
         }
     }
 
@@ -355,6 +447,17 @@ impl Residency {
     /// (`uses`, aged to now), smoothed so that an expert never asked for is not impossible.
     fn chance(&self, id: ExpertId, uses: f64) -> f64 {
         let layer = (id.stack, id.block);
+        if let Some(told) = self.told.as_ref().filter(|_| id.stack == Stack::Decoder) {
+            // its share of its layer's requests in this decode, barely smoothed
+            let n = self.layer_experts.get(&layer).copied().unwrap_or(1).max(1) as f64;
+            let total: u32 = told
+                .iter()
+                .filter(|(e, _)| (e.stack, e.block) == layer)
+                .map(|(_, c)| c)
+                .sum();
+            let own = told.get(&id).copied().unwrap_or(0);
+            return (f64::from(own) + TOLD_PRIOR / n) / (f64::from(total) + TOLD_PRIOR);
+        }
         let total = self.layer_uses.get(&layer).map_or(0.0, |s| {
             s.uses * decay(self.tick - s.last_use.min(self.tick), self.half_life)
         });
@@ -393,6 +496,9 @@ pub fn pass_order(experts: impl IntoIterator<Item = ExpertId>) -> Vec<(Stack, us
 /// Requests [`Residency::chance`] counts for each expert before any is seen.
 const PRIOR: f64 = 0.5;
 
+/// Requests spread over a layer's experts when the decode's counts are told.
+const TOLD_PRIOR: f64 = 0.25;
+
 /// [`Residency::distance`] of a layer that only the next prompt reaches (plus its rank).
 const NEXT_PROMPT: usize = 1 << 20;
 
@@ -405,151 +511,4 @@ fn key(id: ExpertId) -> (bool, usize, usize) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(stack: Stack, block: usize, expert: usize) -> ExpertId {
-        ExpertId {
-            stack,
-            block,
-            expert,
-        }
-    }
-
-    fn model() -> Vec<ExpertId> {
-        let mut all = Vec::new();
-        for stack in [Stack::Encoder, Stack::Decoder] {
-            for block in [1, 3] {
-                for e in 0..4 {
-                    all.push(id(stack, block, e));
-                }
-            }
-        }
-        all
-    }
-
-    fn residency(policy: Policy, resident: &[ExpertId]) -> Residency {
-        let mut r = Residency::new(policy, model());
-        for &e in resident {
-            r.request(e);
-            r.insert(e);
-        }
-        r
-    }
-
-    #[test]
-    fn lru_gives_up_the_least_recent() {
-        let (a, b, c) = (
-            id(Stack::Decoder, 1, 0),
-            id(Stack::Decoder, 1, 1),
-            id(Stack::Decoder, 3, 2),
-        );
-        let mut r = residency(Policy::LRU, &[a, b, c]);
-        assert_eq!(r.victim(None), Some(a));
-        r.request(a);
-        assert_eq!(r.victim(None), Some(b));
-        assert_eq!(r.victim(Some(b)), Some(c));
-    }
-
-    #[test]
-    fn lfu_keeps_the_often_used_until_it_ages() {
-        let (a, b) = (id(Stack::Decoder, 1, 0), id(Stack::Decoder, 3, 1));
-        let mut r = residency(Policy::LFU, &[a, a, a, b]);
-        assert_eq!(r.victim(None), Some(b), "a was asked for three times");
-        // many requests later b is used again twice: a's three old uses have aged below b's
-        let other = id(Stack::Decoder, 1, 3);
-        for _ in 0..(4.0 * r.half_life()) as usize {
-            r.request(other);
-        }
-        r.request(b);
-        r.request(b);
-        assert_eq!(r.victim(Some(other)), Some(a));
-    }
-
-    #[test]
-    fn least_stale_gives_up_the_layer_the_pass_reaches_last() {
-        let enc = id(Stack::Encoder, 1, 0);
-        let (d1, d3) = (id(Stack::Decoder, 1, 0), id(Stack::Decoder, 3, 1));
-        // decoding, the pass at decoder block 1: block 3 comes next, block 1 a token later, the
-        // encoder only at the next prompt
-        let mut r = residency(Policy::LEAST_STALE, &[d3, enc, d1]);
-        assert_eq!(r.victim(None), Some(enc));
-        r.remove(enc);
-        assert_eq!(r.victim(None), Some(d1), "d1's layer comes back after d3's");
-        r.request(d3);
-        assert_eq!(r.victim(None), Some(d3), "now the pass is at block 3");
-        // LRU would have evicted the other way
-        let lru = residency(Policy::LRU, &[d3, d1]);
-        assert_eq!(lru.victim(None), Some(d3));
-    }
-
-    #[test]
-    fn stale_lfu_gives_up_the_next_prompts_experts_then_the_rarely_used() {
-        let enc = id(Stack::Encoder, 1, 0);
-        let (often, rare) = (id(Stack::Decoder, 1, 0), id(Stack::Decoder, 3, 1));
-        // decoding at block 3: the encoder's expert goes first even though it is the most
-        // recent of the three, then the decoder's rarely used one whatever the layer order
-        let mut r = residency(Policy::STALE_LFU, &[often, often, often, rare, enc]);
-        r.request(id(Stack::Decoder, 3, 3));
-        assert_eq!(r.victim(None), Some(enc));
-        r.remove(enc);
-        assert_eq!(r.victim(None), Some(rare));
-        // least-stale would give up `often`, whose layer the pass has just left
-        let mut stale = residency(Policy::LEAST_STALE, &[often, often, often, rare]);
-        stale.request(id(Stack::Decoder, 1, 3));
-        assert_eq!(stale.victim(None), Some(often));
-    }
-
-    #[test]
-    fn pins_protect_the_predicted_expert_until_it_is_asked_for() {
-        let (a, b, next) = (
-            id(Stack::Decoder, 1, 0),
-            id(Stack::Decoder, 1, 1),
-            id(Stack::Decoder, 3, 2),
-        );
-        let mut r = residency(Policy::LRU.pinned(), &[next, a, b]);
-        r.predicted(&[next]);
-        assert_eq!(r.victim(None), Some(a), "next is pinned");
-        let mut unpinned = residency(Policy::LRU, &[next, a, b]);
-        unpinned.predicted(&[next]);
-        assert_eq!(unpinned.victim(None), Some(next));
-        r.request(next);
-        assert_eq!(r.victim(None), Some(a));
-        // everything pinned: the order decides anyway
-        r.predicted(&[a, b, next]);
-        assert_eq!(r.victim(None), Some(a));
-    }
-
-    #[test]
-    fn next_use_weighs_when_the_layer_comes_back_against_how_often_it_picks_the_expert() {
-        let enc = id(Stack::Encoder, 1, 0);
-        let (d1a, d1b, d3) = (
-            id(Stack::Decoder, 1, 0),
-            id(Stack::Decoder, 1, 1),
-            id(Stack::Decoder, 3, 2),
-        );
-        // decoder block 1 picked a three times and b once; block 3 always picks d3
-        let mut r = residency(Policy::NEXT_USE, &[enc, d1a, d3, d1a, d3, d1a, d3, d1b, d3]);
-        r.request(d1a);
-        // at decoder block 1: the encoder's expert waits for the next prompt
-        assert_eq!(r.victim(None), Some(enc));
-        r.remove(enc);
-        // block 3 comes next and always picks d3; of block 1's, b is the less likely
-        assert_eq!(r.victim(None), Some(d1b));
-        r.remove(d1b);
-        assert_eq!(r.victim(None), Some(d1a));
-    }
-
-    #[test]
-    fn names_round_trip() {
-        for policy in Policy::ALL {
-            assert_eq!(policy.to_string().parse::<Policy>(), Ok(policy));
-        }
-        assert!(
-            "mru"
-                .parse::<Policy>()
-                .unwrap_err()
-                .contains("unknown cache policy")
-        );
-    }
-}
+mod tests;
