@@ -535,3 +535,54 @@ fn export_hf_runs_like_the_converted_model() {
     );
     std::fs::remove_dir_all(&base).unwrap();
 }
+
+/// `--expert-budget-mb` and `--cache-policy` on the shipped model: experts are given up as the
+/// policy says, the output stays the same, and the counts come back.
+#[test]
+fn an_expert_budget_evicts_by_the_chosen_policy_and_changes_no_output() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../public/models/switchscope-mini");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Translate English to Spanish: In the beginning God created the heaven and the earth.",
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, stdout, stderr) = switchscope(&args);
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<Value>(&stdout).unwrap()
+    };
+    let whole = run(&[]);
+    assert_eq!(whole["expert_cache"]["policy"], "next-use+pins");
+    assert_eq!(whole["expert_cache"]["budget_bytes"], Value::Null);
+    assert_eq!(whole["expert_cache"]["evictions"], 0);
+    for policy in ["next-use+pins", "lru"] {
+        let budgeted = run(&["--expert-budget-mb", "3", "--cache-policy", policy]);
+        let cache = &budgeted["expert_cache"];
+        assert_eq!(cache["policy"], policy);
+        assert_eq!(cache["budget_bytes"], 3_000_000);
+        assert_eq!(cache["requests"], whole["expert_cache"]["requests"]);
+        assert!(cache["evictions"].as_u64().unwrap() > 0, "{cache}");
+        assert!(
+            cache["hits"].as_u64().unwrap() < whole["expert_cache"]["hits"].as_u64().unwrap(),
+            "{cache}"
+        );
+        assert_eq!(budgeted["output_ids"], whole["output_ids"]);
+    }
+    let (ok, _, stderr) = switchscope(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--cache-policy",
+        "mru",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown cache policy"), "{stderr}");
+}

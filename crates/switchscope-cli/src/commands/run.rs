@@ -7,7 +7,8 @@ use clap::Args;
 use switchscope_core::Switch;
 use switchscope_core::model::{RunOptions, TokenBatch};
 use switchscope_core::runtime::generate::{GenerateOptions, Progress};
-use switchscope_core::runtime::store::StoreOptions;
+use switchscope_core::runtime::policy::Policy;
+use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
 use switchscope_core::tokenizer::Tokenizer;
 use switchscope_core::wire::spans;
 use switchscope_core::wire::{MAX_INPUT_TOKENS, Sampling, fit_input};
@@ -31,6 +32,14 @@ pub struct ModelArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Keep at most this many MB of a converted model's experts resident (as decoded on the
+    /// backend), giving experts up as `--cache-policy` says; no limit by default.
+    #[arg(long)]
+    pub expert_budget_mb: Option<f64>,
+    /// Which resident expert goes when the budget is full: lru, lfu, least-stale, stale-lfu or
+    /// next-use, each optionally followed by +pins.
+    #[arg(long, default_value_t = Policy::default())]
+    pub cache_policy: Policy,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +99,19 @@ impl ModelArgs {
 
     /// The model, with the tokenizer it came with when opened from a URL.
     fn open_with_tokenizer(&self) -> Result<Opened> {
-        open_model(&self.model, &self.backend, StoreOptions::default())
+        let budget_bytes = match self.expert_budget_mb {
+            Some(mb) if !(mb.is_finite() && mb > 0.0) => {
+                bail!("--expert-budget-mb must be a positive number of MB, not {mb}")
+            }
+            Some(mb) => Some((mb * 1e6) as u64),
+            None => None,
+        };
+        let store = StoreOptions {
+            budget_bytes,
+            policy: self.cache_policy,
+            ..StoreOptions::default()
+        };
+        open_model(&self.model, &self.backend, store)
     }
 }
 
@@ -227,6 +248,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             "output_ids": generation.output_ids,
             "routing": routing_json(&routing),
             "shards_loaded": shards_json(switch.store()),
+            "expert_cache": cache_json(switch.store()),
         });
         let mut out = out;
         if let Some(text) = &text {
@@ -245,6 +267,30 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         }
         println!("output ids: {:?}", generation.output_ids);
         print_routing(&routing);
+        if let Some(store) = switch.store() {
+            let stats = store.stats();
+            println!(
+                "expert cache ({}): {} of {} requests found their expert resident, {} evictions",
+                store.options().policy,
+                stats.hits,
+                stats.requests,
+                stats.evictions
+            );
+        }
     }
     Ok(())
+}
+
+/// The expert store's policy, budget and counts (null for a checkpoint read whole).
+fn cache_json(store: Option<&std::sync::Arc<ExpertStore>>) -> serde_json::Value {
+    store.map_or(serde_json::Value::Null, |s| {
+        let stats = s.stats();
+        serde_json::json!({
+            "policy": s.options().policy.to_string(),
+            "budget_bytes": s.options().budget_bytes,
+            "requests": stats.requests,
+            "hits": stats.hits,
+            "evictions": stats.evictions,
+        })
+    })
 }
