@@ -120,14 +120,13 @@ impl Prompts {
     /// decodes that got this far had left (at least 1).
     pub(super) fn remaining_tokens(&self) -> f64 {
         let t = self.tokens;
-        let longer: Vec<f64> = self
+        let (left, longer) = self
             .lengths
             .iter()
             .filter(|&&l| l > t)
-            .map(|&l| f64::from(l - t))
-            .collect();
-        if !longer.is_empty() {
-            longer.iter().sum::<f64>() / longer.len() as f64
+            .fold((0u64, 0u32), |(sum, n), &l| (sum + u64::from(l - t), n + 1));
+        if longer > 0 {
+            left as f64 / f64::from(longer)
         } else if self.lengths.is_empty() {
             (FIRST_DECODE - f64::from(t)).max(1.0)
         } else {
