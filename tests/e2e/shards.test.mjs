@@ -130,3 +130,31 @@ test('with a small expert budget the shard panel shows fetching, resident, evict
     await browser.close();
   }
 });
+
+test('cache= picks the store’s policy, which the shard panel names; an unknown one is a clear error', async () => {
+  const browser = await launch({ webgpu: false, serviceWorkers: 'block' });
+  try {
+    const { page } = browser;
+    const at = (params) => {
+      const url = new URL('/', BASE_URL);
+      for (const [k, v] of Object.entries({ model: MODEL, backend: 'cpu', budget_mb: '1', max_new_tokens: '6', ...params })) {
+        url.searchParams.set(k, v);
+      }
+      return url.href;
+    };
+    await page.goto(at({ cache: 'lru' }));
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'idle');
+    await page.getByTestId('prompt').fill(PROMPT);
+    await page.getByTestId('run').click();
+    assert.equal(await waitStatus(page, ['done', 'error']), 'done');
+    const cache = page.getByTestId('cache-hit-rate');
+    assert.ok(Number(await cache.getAttribute('data-requests')) > 0);
+    assert.match(await cache.innerText(), /^Expert cache \(lru\): \d+ of \d+ requests found their expert resident/);
+
+    await page.goto(at({ cache: 'mru' }));
+    assert.equal(await waitStatus(page, ['idle', 'error']), 'error');
+    assert.match(await page.getByTestId('error').innerText(), /cache= in the URL: unknown cache policy "mru"/);
+  } finally {
+    await browser.close();
+  }
+});

@@ -63,6 +63,7 @@ impl Ctx {
                     .get_untracked()
                     .map(|mb| (mb * 1_048_576.0) as u64),
                 prefetch: state.prefetch.get_untracked(),
+                cache_policy: crate::url::url_parameter("cache").filter(|p| !p.is_empty()),
             };
             match client.request(&request).await {
                 Ok(Response::Loaded(info)) => {

@@ -20,8 +20,9 @@ pub const EMBED_PANELS: [&str; 3] = ["prompt", "grid", "detail"];
 
 /// URL parameters a permalink keeps as the current URL has them: they choose what is loaded
 /// and how the page looks, not what a run does (`origins=`: the embed's hosts).
-pub const KEPT_PARAMETERS: [&str; 6] =
-    ["model", "backend", "theme", "panels", "origins", "resident"];
+pub const KEPT_PARAMETERS: [&str; 7] = [
+    "model", "backend", "theme", "panels", "origins", "resident", "cache",
+];
 
 /// The routing of one run: tokens and, per sparse layer, the router's decisions.
 #[derive(Debug, Clone, Default, PartialEq)]

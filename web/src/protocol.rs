@@ -89,6 +89,9 @@ pub enum Request {
         budget_bytes: Option<u64>,
         /// Pre-gating prefetch of the next sparse layer's experts.
         prefetch: bool,
+        /// The expert store's eviction policy by name (`cache=` in the page's URL, e.g. `lru`;
+        /// `None`: the store's default).
+        cache_policy: Option<String>,
     },
     /// Generate after `input_ids` (already tokenized, with the final `</s>`), streaming
     /// [`Response::Encoded`], [`Response::Token`] and [`Response::Shard`], then

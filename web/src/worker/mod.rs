@@ -50,7 +50,8 @@ async fn handle(request: Request) -> Option<Response> {
             backend,
             budget_bytes,
             prefetch,
-        } => session::load(url, backend, budget_bytes, prefetch)
+            cache_policy,
+        } => session::load(url, backend, budget_bytes, prefetch, cache_policy)
             .await
             .map(Response::Loaded),
         Request::Generate {

@@ -9,6 +9,7 @@ use switchscope_core::formats::manifest::Manifest;
 use switchscope_core::formats::quant::Scheme;
 use switchscope_core::model::RunOptions;
 use switchscope_core::runtime::generate::{GenerateOptions, Progress};
+use switchscope_core::runtime::policy::Policy;
 use switchscope_core::runtime::remote::open_checkpoint;
 use switchscope_core::runtime::store::{ExpertStore, StoreOptions};
 use switchscope_core::wire::{MAX_INPUT_TOKENS, ShardEvent};
@@ -209,7 +210,14 @@ pub async fn load(
     preference: BackendPreference,
     budget_bytes: Option<u64>,
     prefetch: bool,
+    cache_policy: Option<String>,
 ) -> Result<ModelInfo, String> {
+    let policy = match cache_policy {
+        Some(name) => name
+            .parse::<Policy>()
+            .map_err(|e| format!("cache= in the URL: {e}"))?,
+        None => Policy::default(),
+    };
     let start = now_ms();
     let network_before = crate::worker::http::network_bytes();
     let base = if url.ends_with('/') {
@@ -247,6 +255,7 @@ pub async fn load(
     let options = StoreOptions {
         budget_bytes,
         prefetch,
+        policy,
         clock: Some(now_ms),
         listener: Some(Arc::new(on_shard_event)),
         // on WebGPU, experts stay int8/int4 and run on our kernels

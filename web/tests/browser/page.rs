@@ -375,6 +375,7 @@ fn the_permalink_reads_back_every_setting() {
     ];
     let current = query(&[
         ("model", "models/other/"),
+        ("cache", "lru+pins"),
         ("theme", "dark"),
         ("panels", "prompt,grid"),
         ("autorun", "1"),
@@ -396,6 +397,7 @@ fn the_permalink_reads_back_every_setting() {
         assert_eq!(back("prompt").as_deref(), Some(prompt));
         // What the page was loaded with is kept; a run is not started by opening the link.
         assert_eq!(back("model").as_deref(), Some("models/other/"));
+        assert_eq!(back("cache").as_deref(), Some("lru+pins"));
         assert_eq!(back("theme").as_deref(), Some("dark"));
         assert_eq!(back("panels").as_deref(), Some("prompt,grid"));
         assert_eq!(back("autorun"), None);
