@@ -565,7 +565,11 @@ fn an_expert_budget_evicts_by_the_chosen_policy_and_changes_no_output() {
         let budgeted = run(&["--expert-budget-mb", "3", "--cache-policy", policy]);
         let cache = &budgeted["expert_cache"];
         assert_eq!(cache["policy"], policy);
-        assert_eq!(cache["budget_bytes"], 3_000_000);
+        assert_eq!(
+            cache["budget_bytes"],
+            3 << 20,
+            "MiB, as the page counts them"
+        );
         assert_eq!(cache["requests"], whole["expert_cache"]["requests"]);
         assert!(cache["evictions"].as_u64().unwrap() > 0, "{cache}");
         assert!(

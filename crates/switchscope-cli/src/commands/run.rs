@@ -32,8 +32,9 @@ pub struct ModelArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Keep at most this many MB of a converted model's experts resident (as decoded on the
-    /// backend), giving experts up as `--cache-policy` says; no limit by default.
+    /// Keep at most this many MB (MiB, as the page's `budget_mb=`) of a converted model's
+    /// experts resident (as decoded on the backend), giving experts up as `--cache-policy` says;
+    /// no limit by default.
     #[arg(long)]
     pub expert_budget_mb: Option<f64>,
     /// Which resident expert goes when the budget is full: lru, lfu, least-stale, stale-lfu or
@@ -103,7 +104,7 @@ impl ModelArgs {
             Some(mb) if !(mb.is_finite() && mb > 0.0) => {
                 bail!("--expert-budget-mb must be a positive number of MB, not {mb}")
             }
-            Some(mb) => Some((mb * 1e6) as u64),
+            Some(mb) => Some((mb * 1_048_576.0) as u64),
             None => None,
         };
         let store = StoreOptions {
