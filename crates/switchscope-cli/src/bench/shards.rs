@@ -188,6 +188,16 @@ fn percent(count: HitCount) -> String {
     format!("{:.1} %", 100.0 * count.rate())
 }
 
+/// `got`'s hits as a share of the optimum's (`bound`).
+fn share_of(got: HitCount, bound: HitCount) -> f64 {
+    got.hits as f64 / bound.hits.max(1) as f64
+}
+
+/// A table cell: the hit rate, and in brackets its share of the optimum's hits.
+fn against(got: HitCount, bound: HitCount) -> String {
+    format!("{} ({:.0} %)", percent(got), 100.0 * share_of(got, bound))
+}
+
 pub fn run(args: &ShardsArgs) -> Result<()> {
     let work = args.work.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("switchscope-bench-{}", std::process::id()))
@@ -374,16 +384,10 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
                     .map(|(i, &policy)| {
                         let got = replay(&trace.accesses, &trace.experts, policy, budget);
                         if matches!(budget, Budget::Shared(_)) {
-                            shares[i].push((
-                                got.hits as f64 / bound.hits.max(1) as f64,
-                                got.hits as i64 - lru.hits as i64,
-                            ));
+                            shares[i]
+                                .push((share_of(got, bound), got.hits as i64 - lru.hits as i64));
                         }
-                        format!(
-                            "{} ({:.0} %)",
-                            percent(got),
-                            100.0 * got.hits as f64 / bound.hits.max(1) as f64
-                        )
+                        against(got, bound)
                     })
                     .collect();
                 println!(
@@ -444,13 +448,7 @@ pub fn run(args: &ShardsArgs) -> Result<()> {
         for share in [10, 25, 50] {
             let budget = Budget::Shared(slots(share, trace.experts.len()));
             let bound = optimal(&trace.accesses, &trace.experts, budget);
-            let of_bound = |c: HitCount| {
-                format!(
-                    "{} ({:.0} %)",
-                    percent(c),
-                    100.0 * c.hits as f64 / bound.hits.max(1) as f64
-                )
-            };
+            let of_bound = |c: HitCount| against(c, bound);
             println!(
                 "| {name} | {share} % | {} | {} | {} |",
                 percent(bound),

@@ -209,8 +209,6 @@ pub struct Residency {
     tick: u64,
     /// The last expert asked for: where the forward pass is.
     at: Option<ExpertId>,
-    /// The decoder's first sparse layer (a visit to it starts a token).
-    first_decoder: Option<(Stack, usize)>,
     prompts: Prompts,
     /// Told in advance: how often this prompt's decode asks for each decoder expert (the
     /// yardstick `crate::eval::cache::told`, not a policy).
@@ -252,7 +250,6 @@ impl Residency {
             needed: HashSet::new(),
             tick: 0,
             at: None,
-            first_decoder,
             prompts: Prompts::new(encoder, first_decoder),
             told: None,
         }
@@ -401,7 +398,8 @@ impl Residency {
         let prompts = &self.prompts;
         let per_token = self.decoder_layers.max(1) as f64;
         let rank = |stack, block| self.rank.get(&(stack, block)).copied().unwrap_or(0) as f64;
-        let first_decoder = self.first_decoder.map_or(0.0, |(s, b)| rank(s, b));
+        // the pass visits the encoder's sparse layers first: the decoder's first has this rank
+        let first_decoder = (self.rank.len() - self.decoder_layers) as f64;
         // requests left before the next prompt's encoder pass (while decoding), or before this
         // prompt's decode (while encoding)
         let encoder_left = (prompts.encoder_requests(None) - prompts.encoder_done()).max(0.0);
